@@ -1,0 +1,5 @@
+"""Allow ``python -m script_ec2``."""
+
+from script_ec2.cli import entry
+
+entry()
