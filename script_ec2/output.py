@@ -59,7 +59,8 @@ def render(
         Console(file=buf, width=200, no_color=True).print(table)
         _emit(buf.getvalue(), output)
     else:
-        Console(file=sys.stdout, soft_wrap=False).print(table)
+        width = None if sys.stdout.isatty() else 200
+        Console(file=sys.stdout, soft_wrap=False, width=width).print(table)
 
 
 def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:

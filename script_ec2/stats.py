@@ -220,3 +220,21 @@ def read_stats(engine: Engine, source: str, by: str, county: str | None) -> list
     stmt = stmt.order_by(*[c for c in cols if c.primary_key])
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(stmt)]
+
+
+def refresh_all(engine: Engine, source: str, cache_dir: Path) -> list[str]:
+    """Recompute every statistic of ``source`` from the cache, under the sync lock."""
+    from script_ec2.lock import run_lock
+    from script_ec2.sync import CacheLayout
+
+    with run_lock(engine, f"sync {source}", cache_dir / "locks"):
+        return rebuild(
+            engine, source, CacheLayout.for_source(cache_dir, source), None, clear_marks=True
+        )
+
+
+def known_county(engine: Engine, name: str) -> bool:
+    from script_ec2.db.reference import county_names
+
+    with engine.connect() as conn:
+        return name in county_names(conn)
