@@ -131,8 +131,38 @@ def _register() -> None:
 _register()
 
 
+# Logging options that cron lines put after the command (`script-ec2 sync --quiet --log-format
+# json`); main() moves them before it, where the root callback reads them.
+_HOISTED_FLAGS = ("--quiet", "-q")
+_HOISTED_VALUES = ("--log-format",)
+
+
+def hoist_global_flags(argv: list[str]) -> list[str]:
+    """Move --quiet/-q and --log-format VALUE given after the command to the front."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest.extend(argv[i:])
+            break
+        if arg in _HOISTED_FLAGS:
+            front.append(arg)
+        elif arg in _HOISTED_VALUES and i + 1 < len(argv):
+            front.extend(argv[i : i + 2])
+            i += 1
+        elif any(arg.startswith(f"{name}=") for name in _HOISTED_VALUES):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; expected failures become one ``Error:`` line."""
+    argv = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     from script_ec2.settings import mask_url
 
     try:  # typer >= 0.25 vendors click as typer._click; older releases use click itself

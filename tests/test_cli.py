@@ -114,3 +114,22 @@ def test_log_lines_mask_passwords(capsys: pytest.CaptureFixture[str]) -> None:
     log.configure("text", quiet=True)
     log.event("hidden when quiet")
     assert capsys.readouterr().err == ""
+
+
+def test_logging_flags_after_the_command_are_global(cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("config", "show", "--quiet", "--log-format", "json", "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["quiet"] == {"value": "True", "source": "flag"}
+    assert data["log_format"] == {"value": "json", "source": "flag"}
+    r = cli("config", "show", "--log-format=json", "-f", "json")
+    assert json.loads(r.stdout)["log_format"]["source"] == "flag"
+
+
+def test_hoisting_leaves_other_arguments_in_order() -> None:
+    from script_ec2.cli import hoist_global_flags
+
+    argv = ["sync", "--format", "json", "--quiet", "--log-format", "json", "--", "--quiet"]
+    assert hoist_global_flags(argv) == [
+        "--quiet", "--log-format", "json", "sync", "--format", "json", "--", "--quiet"
+    ]  # fmt: skip

@@ -73,13 +73,46 @@ def data(
 
 @app.command("run")
 def run(ctx: typer.Context, fmt: FormatOption = "table") -> None:
-    """Write demo data (20,000 sessions, seed 42) to the data_uri setting; show what was written."""
+    """The tour behind `make demo`: synthetic data, then sync and stats, each shown as typed.
+
+    Data (20,000 sessions, seed 42) goes to the data_uri setting; every later step is the real
+    command with the same settings, so what you see is what you would get by typing it.
+    """
     from script_ec2.demo import run_demo
 
     _check_format(fmt)
     with _progress(ctx.obj.settings.quiet) as progress:
         result = run_demo(ctx.obj.settings, ctx.obj.store, progress=progress)
     _show(result.data, fmt)
+    for step in _DEMO_STEPS:
+        _run_step(ctx, step)
+
+
+# Each later issue appends its step (train, fit, publish) here.
+_DEMO_STEPS: tuple[tuple[str, ...], ...] = (
+    ("sync",),
+    ("stats",),
+    ("stats", "--by", "segment", "--county", "Santa Clara"),
+)
+
+
+def _run_step(ctx: typer.Context, step: tuple[str, ...]) -> None:
+    """Run one CLI step in-process with the demo's resolved settings; stop the demo on failure."""
+    from script_ec2.cli import main
+
+    settings = ctx.obj.settings
+    flags = [
+        "--data-dir", str(settings.data_dir),
+        "--database-url", settings.database_url,
+        "--data-uri", settings.data_uri,
+        "--public-uri", settings.public_uri,
+        "--cache-dir", str(settings.cache_dir),
+        "--models-dir", settings.models_dir,
+    ]  # fmt: skip
+    print(f"\n$ script-ec2 {' '.join(step)}", flush=True)
+    code = main([*flags, *step])
+    if code != 0:
+        raise typer.Exit(code)
 
 
 def _check_format(fmt: str) -> None:
