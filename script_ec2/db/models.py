@@ -149,3 +149,26 @@ class ZipStats(Base):
     sessions: Mapped[int] = mapped_column(BigInteger)
     energy_kwh: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ModelRecord(Base):
+    """A model version in the registry, so results can name exactly what produced them.
+
+    The registry's files are the source of truth; this row mirrors them (name, version, content
+    hash) for joins and for the frontend. ``content_hash`` identifies the content across registries.
+    """
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("name", "content_hash", name="uq_model_versions_name_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    content_hash: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    registry_uri: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    metrics: Mapped[str] = mapped_column(Text)  # JSON
+    published_to: Mapped[str | None] = mapped_column(String(1024))
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
