@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("content_hash", sa.String(length=64), nullable=False),
         sa.Column("fingerprint", sa.String(length=64), nullable=False),
-        sa.Column("registry", sa.String(length=1024), nullable=False),
+        sa.Column("registry_uri", sa.String(length=1024), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("metrics", sa.Text(), nullable=False),
         sa.Column("published_to", sa.String(length=1024), nullable=True),
