@@ -118,14 +118,18 @@ def _register() -> None:
     from script_ec2.commands import config as config_cmd
     from script_ec2.commands import db as db_cmd
     from script_ec2.commands import demo as demo_cmd
+    from script_ec2.commands import models as models_cmd
     from script_ec2.commands import stats as stats_cmd
     from script_ec2.commands import sync as sync_cmd
+    from script_ec2.commands import train as train_cmd
 
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(db_cmd.app, name="db")
     app.add_typer(demo_cmd.app, name="demo")
     app.command("sync")(sync_cmd.sync)
     app.command("stats")(stats_cmd.stats)
+    app.add_typer(train_cmd.app, name="train")
+    app.add_typer(models_cmd.app, name="models")
 
 
 _register()

@@ -14,6 +14,7 @@ from script_ec2.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
+    from script_ec2.registry import Registry
     from script_ec2.store.interface import ObjectStore
 
 
@@ -42,6 +43,13 @@ class AppContext:
     @cached_property
     def data_store(self) -> ObjectStore:
         return self.store(self.settings.data_uri)
+
+    @cached_property
+    def registry(self) -> Registry:
+        """The model registry at the models_dir setting (a folder or an s3:// prefix)."""
+        from script_ec2.registry import Registry
+
+        return Registry(self.store(self.settings.models_dir))
 
     @cached_property
     def public_store(self) -> ObjectStore:

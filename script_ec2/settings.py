@@ -92,6 +92,12 @@ SPECS: tuple[Spec, ...] = (
         "Attempts per S3 call, botocore retry mode 'standard'.",
         lambda d: 5,
     ),
+    Spec(
+        "model_licence",
+        "str",
+        "Licence line written into every model card.",
+        lambda d: "CC-BY-4.0; data-derived parameters, no session data",
+    ),
     Spec("quiet", "bool", "No progress bars or informational log lines.", lambda d: False),
     Spec(
         "log_format", "choice", "Log lines on stderr: text or json.", lambda d: "text", LOG_FORMATS
@@ -112,6 +118,7 @@ class Settings:
     s3_endpoint_url: str
     aws_region: str
     s3_max_attempts: int
+    model_licence: str
     quiet: bool
     log_format: str
     config_file: Path | None = None
