@@ -17,11 +17,14 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -172,3 +175,61 @@ class ModelRecord(Base):
     metrics: Mapped[str] = mapped_column(Text)  # JSON
     published_to: Mapped[str | None] = mapped_column(String(1024))
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ResultRecord(Base):
+    """One computed result, keyed by the sha256 of its canonical parameters.
+
+    ``arrays`` holds the result's arrays as deterministic ``.npz`` bytes (see
+    :func:`script_ec2.registry.npz_bytes`), not JSON lists of numbers; ``meta`` is small JSON.
+    """
+
+    __tablename__ = "results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    algorithm: Mapped[str] = mapped_column(String(64))
+    params: Mapped[str] = mapped_column(Text)  # canonical JSON
+    model_versions: Mapped[str] = mapped_column(Text)  # JSON {name: "name@version content_hash"}
+    meta: Mapped[str] = mapped_column(Text)  # JSON
+    arrays: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    compute_seconds: Mapped[float] = mapped_column(Float)
+    hits: Mapped[int] = mapped_column(Integer, default=0)
+    last_hit_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobRecord(Base):
+    """An asynchronous job; this table, not the broker, is the source of truth for its state.
+
+    ``state`` is queued, running, succeeded or failed. At most one queued-or-running job exists
+    per ``key`` (a partial unique index), so identical in-flight requests join one computation.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index(
+            "uq_jobs_inflight_key",
+            "key",
+            unique=True,
+            sqlite_where=text("state IN ('queued', 'running')"),
+            postgresql_where=text("state IN ('queued', 'running')"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # fit or sync
+    algorithm: Mapped[str | None] = mapped_column(String(64))
+    params: Mapped[str] = mapped_column(Text)  # JSON
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    result_key: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    notify: Mapped[str] = mapped_column(Text, default="{}")  # JSON: webhook URL, email
+    notifications: Mapped[str] = mapped_column(Text, default="[]")  # JSON delivery log
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
