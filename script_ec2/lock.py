@@ -3,8 +3,9 @@
 On PostgreSQL the lock is a session-level advisory lock keyed by a hash of the prefix, so it works
 across hosts and is released by the server when the holder dies (even by ``kill -9``). The holder
 announces itself through its connection's ``application_name``, which a loser reads back from
-``pg_stat_activity`` to say who holds it. On SQLite it is an ``flock`` on a file beside the
-database, with the holder written into the file; the kernel releases it when the process dies.
+``pg_stat_activity`` to say who holds it. On SQLite it is an ``flock`` on a file in the lock folder
+the caller names (``<cache_dir>/locks`` for sync), with the holder written into the file; the
+kernel releases it when the process dies.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def render(
         writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in table_rows:
-            writer.writerow({c: _cell(row.get(c)) for c in cols})
+            writer.writerow({c: _cell(row.get(c), exact=True) for c in cols})
         _emit(buf.getvalue(), output)
         return
     from rich.console import Console
@@ -72,10 +72,11 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return cols
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, exact: bool = False) -> str:
+    """Text of one cell; tables round floats for reading, CSV keeps every digit."""
     if value is None:
         return ""
-    if isinstance(value, float):
+    if isinstance(value, float) and not exact:
         return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.1f}"
     return str(value)
 

@@ -24,9 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from script_ec2 import faults, log
-from script_ec2.errors import DataError, EndpointUnreachable, ScriptEc2Error, StoreError
+from script_ec2.errors import (
+    DataError,
+    EndpointUnreachable,
+    ScriptEc2Error,
+    StoreError,
+    UsageError,
+)
 from script_ec2.lock import run_lock
 from script_ec2.store.interface import ObjectInfo, ObjectStore
+from script_ec2.store.uri import clean_key
 from script_ec2.tracking import MASS_DELETE_SHARE, Plan, Tracked, make_plan, mass_delete_refused
 
 if TYPE_CHECKING:
@@ -115,6 +122,17 @@ class CacheLayout:
     def raw_path(self, key: str) -> Path:
         return self.raw / key
 
+    def has_rows(self, tracked: Tracked) -> bool:
+        """False when an ingested object's cached rows are missing here (fetch it again).
+
+        The row file is renamed into place last, so its presence means the set is complete. A
+        quarantined object is not fetched again for its last good version: that is gone upstream.
+        """
+        stem = tracked.cache_stem
+        if tracked.status != "ok" or stem is None:
+            return True
+        return (self.objects / f"{stem}.parquet").exists()
+
     def ensure(self) -> None:
         for path in (self.objects, self.raw):
             path.mkdir(parents=True, exist_ok=True)
@@ -154,7 +172,12 @@ def run_sync(
         ledger = _load_ledger(engine, source)
         now = datetime.now(UTC)
         plan = make_plan(
-            listing, ledger, now=now, settle=settle, wanted=lambda k: detect_kind(k) is not None
+            listing,
+            ledger,
+            now=now,
+            settle=settle,
+            wanted=lambda k: detect_kind(k) is not None,
+            cached=layout.has_rows,
         )
         summary.new, summary.changed = len(plan.new), len(plan.changed)
         summary.deleted, summary.unchanged = len(plan.deleted), len(plan.unchanged)
@@ -266,6 +289,12 @@ def _fetch_one(
     """Download one object (retrying transient errors) and ingest it; never raises for bad data."""
     from script_ec2.ingest import detect_kind, ingest_file
 
+    try:
+        clean_key(obj.key)
+    except UsageError as exc:
+        # A key with empty, "." or ".." segments could name a path outside the cache; it fails
+        # alone instead of ending the pass.
+        return _Fetched(failure=f"{exc}; rename the object")
     dest = layout.raw_path(obj.key)
     dest.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
@@ -333,11 +362,11 @@ def _record(
     now = datetime.now(UTC)
     with engine.begin() as conn:
         old = conn.execute(
-            select(LedgerEntry).where(
+            select(LedgerEntry.id, LedgerEntry.counties).where(
                 LedgerEntry.source == summary.source, LedgerEntry.key == obj.key
             )
         ).first()
-        old_counties = json.loads(old.LedgerEntry.counties) if old else []
+        old_counties = json.loads(old.counties) if old else []
         values: dict[str, Any] = {
             "etag": obj.etag,
             "size": obj.size,
@@ -378,9 +407,7 @@ def _record(
                 )
             )
         else:
-            conn.execute(
-                update(LedgerEntry).where(LedgerEntry.id == old.LedgerEntry.id).values(**values)
-            )
+            conn.execute(update(LedgerEntry).where(LedgerEntry.id == old.id).values(**values))
         if dirty:
             conn.execute(
                 delete(StatsDirty).where(
@@ -426,11 +453,15 @@ def _load_ledger(engine: Engine, source: str) -> dict[str, Tracked]:
 
     with engine.connect() as conn:
         rows = conn.execute(
-            select(LedgerEntry.key, LedgerEntry.etag, LedgerEntry.size, LedgerEntry.status).where(
-                LedgerEntry.source == source
-            )
+            select(
+                LedgerEntry.key,
+                LedgerEntry.etag,
+                LedgerEntry.size,
+                LedgerEntry.status,
+                LedgerEntry.cache_stem,
+            ).where(LedgerEntry.source == source)
         )
-        return {r.key: Tracked(r.key, r.etag, r.size, r.status) for r in rows}
+        return {r.key: Tracked(r.key, r.etag, r.size, r.status, r.cache_stem) for r in rows}
 
 
 def _touch_unchanged(

@@ -2,7 +2,9 @@
 
 "Changed" means the ETag or the size differs (multipart ETags are opaque), so a same-size rewrite is
 caught. Objects modified within the settle window are left for a later pass: a new one is not
-processed yet, a changed one keeps its previous version until it settles.
+processed yet, a changed one keeps its previous version until it settles. An object whose cached
+rows are gone from this host's cache (the cache was emptied, or another host sharing the database
+ingested it) counts as changed, so it is fetched again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Tracked:
     etag: str
     size: int
     status: str
+    cache_stem: str | None = None
 
 
 @dataclass
@@ -58,8 +61,12 @@ def make_plan(
     now: datetime,
     settle: timedelta,
     wanted: Callable[[str], bool],
+    cached: Callable[[Tracked], bool] = lambda tracked: True,
 ) -> Plan:
-    """Classify every listed object and every ledger entry that is no longer listed."""
+    """Classify every listed object and every ledger entry that is no longer listed.
+
+    ``cached(tracked)`` tells whether the rows the ledger points at are in the local cache.
+    """
     plan = Plan()
     seen: set[str] = set()
     cutoff = now - settle
@@ -69,7 +76,12 @@ def make_plan(
             continue
         seen.add(obj.key)
         known = ledger.get(obj.key)
-        if known is not None and known.etag == obj.etag and known.size == obj.size:
+        if (
+            known is not None
+            and known.etag == obj.etag
+            and known.size == obj.size
+            and cached(known)
+        ):
             plan.unchanged.append(obj)
         elif settle and obj.last_modified > cutoff:
             plan.settling.append(obj)
