@@ -117,4 +117,9 @@ def _read_holder(fd: int) -> tuple[str, str, str]:
 
 
 def _held_message(name: str, host: str, pid: str, since: str) -> str:
-    return f"another sync is running ({host}, pid {pid}, since {since}) on {name}; try again later"
+    """``name`` is "<what> <target>", e.g. "sync s3://bucket/prefix" or "train /srv/models"."""
+    what, _, target = name.partition(" ")
+    return (
+        f"another {what} is running ({host}, pid {pid}, since {since}) on {target or what}; "
+        "try again later"
+    )
