@@ -118,6 +118,7 @@ def _register() -> None:
     from script_ec2.commands import config as config_cmd
     from script_ec2.commands import db as db_cmd
     from script_ec2.commands import demo as demo_cmd
+    from script_ec2.commands import doctor as doctor_cmd
     from script_ec2.commands import models as models_cmd
     from script_ec2.commands import stats as stats_cmd
     from script_ec2.commands import sync as sync_cmd
@@ -130,6 +131,7 @@ def _register() -> None:
     app.command("stats")(stats_cmd.stats)
     app.add_typer(train_cmd.app, name="train")
     app.add_typer(models_cmd.app, name="models")
+    app.command("doctor")(doctor_cmd.doctor)
 
 
 _register()

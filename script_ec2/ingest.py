@@ -318,11 +318,13 @@ _EXPECTED = {
 
 
 def _show(value: object) -> str:
-    """One offending value for a message: quoted, control characters escaped, cut short."""
-    text = str(value)
-    if len(text) > _SHOW_CHARS:
-        text = text[: _SHOW_CHARS - 3] + "..."
-    return "'" + text.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
+    """How a message refers to an offending value: never by quoting it.
+
+    A bad cell may hold a private identifier (a Session or Driver ID shifted into a numeric
+    column), and quarantine reasons reach the ledger, logs and summaries; the column and row are
+    enough to find it in the private file.
+    """
+    return "the value"
 
 
 def _value_ok(kind: ValueKind, value: str) -> bool:

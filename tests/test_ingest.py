@@ -542,27 +542,27 @@ QUARANTINE_CASES: dict[str, tuple[str, bytes, str]] = {
     "bad number": (
         "s.csv",
         _bad_rows(**{"Energy (kWh)": "abc"}),
-        "column 'Energy (kWh)' row 3: 'abc' is not a number",
+        "column 'Energy (kWh)' row 3: the value is not a number",
     ),
     "bad integer": (
         "s.csv",
         _bad_rows(**{"Session ID": "12x"}),
-        "column 'Session ID' row 3: '12x' is not an integer",
+        "column 'Session ID' row 3: the value is not an integer",
     ),
     "bad timestamp": (
         "s.csv",
         _bad_rows(**{"start_datetime": "2019-13-45 99:00"}),
-        "column 'start_datetime' row 3: '2019-13-45 99:00' is not a timestamp",
+        "column 'start_datetime' row 3: the value is not a timestamp",
     ),
     "long bad value is cut": (
         "s.csv",
         _bad_rows(**{"Max Power": "x" * 200}),
-        "column 'Max Power' row 3: '" + "x" * 27 + "...' is not a number",
+        "column 'Max Power' row 3: the value is not a number",
     ),
     "bad zip": (
         "s.csv",
         _bad_rows(**{"Zip Code": "ABCDE"}),
-        "column 'Zip Code' row 3: 'ABCDE' is not a zip code",
+        "column 'Zip Code' row 3: the value is not a zip code",
     ),
     "utf-16": ("s.csv", _bad_rows().decode().encode("utf-16"), "not UTF-8 text (byte offset 0)"),
     "utf-16 without bom": (
@@ -647,7 +647,7 @@ def test_quoted_line_breaks_are_values_not_rows(tmp_path: Path) -> None:
     rows[2]["Energy (kWh)"] = "many"
     src = write_file(tmp_path / "s.csv", SESSION_HEADER, rows)
     # Row 3 of the data starts on line 6 of the file; the message counts data rows.
-    with pytest.raises(QuarantineError, match=r"column 'Energy \(kWh\)' row 3: 'many'"):
+    with pytest.raises(QuarantineError, match=r"column 'Energy \(kWh\)' row 3: the value"):
         ingest(src, tmp_path / "bad")
 
 
@@ -656,7 +656,7 @@ def test_bad_value_in_a_parquet_text_column_names_the_row(tmp_path: Path) -> Non
     rows[3]["Energy (kWh)"] = "n/a kWh"
     frame = pd.DataFrame(rows).astype({"Energy (kWh)": str})
     frame.to_parquet(tmp_path / "s.parquet", index=False)
-    with pytest.raises(QuarantineError, match=r"column 'Energy \(kWh\)' row 4: 'n/a kWh' is not"):
+    with pytest.raises(QuarantineError, match=r"column 'Energy \(kWh\)' row 4: the value is not"):
         ingest(tmp_path / "s.parquet", tmp_path / "out", chunk_rows=2)
     assert not any((tmp_path / "out").iterdir())
 
@@ -683,7 +683,7 @@ def test_parquet_columns_of_other_types_are_converted(tmp_path: Path) -> None:
     frame["Session ID"] = [1.0, 2.5, 3.0, 4.0]
     frame.to_parquet(tmp_path / "t.parquet", index=False)
     with pytest.raises(
-        QuarantineError, match=r"column 'Session ID' row 2: '2\.5' is not an integer"
+        QuarantineError, match=r"column 'Session ID' row 2: the value is not an integer"
     ):
         ingest(tmp_path / "t.parquet", tmp_path / "out2")
 
@@ -708,7 +708,7 @@ def test_an_error_deep_in_the_file_leaves_nothing_behind(tmp_path: Path) -> None
     rows[949]["Max Power"] = "fast"
     src = write_file(tmp_path / "s.csv", SESSION_HEADER, rows)
     out = tmp_path / "out"
-    with pytest.raises(QuarantineError, match="column 'Max Power' row 950: 'fast'"):
+    with pytest.raises(QuarantineError, match="column 'Max Power' row 950: the value is not a number"):
         ingest(src, out, chunk_rows=100)
     assert not any(out.iterdir())
 
@@ -957,3 +957,14 @@ def test_synthetic_export_round_trips(tmp_path: Path) -> None:
         intervals += result.rows_kept if kind == "intervals" else 0
     assert county_sessions == {c: n for c, n in summary.county_sessions.items() if n}
     assert intervals == summary.intervals
+
+
+def test_a_bad_identifier_value_is_never_quoted(tmp_path: Path) -> None:
+    """A malformed Session ID (a trailing letter) is named by its column and row only."""
+    planted = "914725836041x"
+    rows = [session_row(1), session_row(2, **{"Session ID": planted})]
+    src = write_file(tmp_path / "evsezip94301_sessions.csv", SESSION_HEADER, rows)
+    with pytest.raises(DataError) as info:
+        ingest(src, tmp_path / "out")
+    assert planted not in str(info.value)
+    assert "column 'Session ID' row 2" in str(info.value)

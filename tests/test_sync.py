@@ -269,10 +269,10 @@ def bad_file(case: str, demo: DemoData, index: int) -> tuple[str, bytes, bytes, 
         return sessions, drop_column(good, "Energy (kWh)"), good, r"missing column\(s\) 'Energy"
     if case == "unparseable_value":
         bad = set_cell(good, 3, "Max Power", "fast")
-        return sessions, bad, good, r"^column 'Max Power' row 3: 'fast' is not a number$"
+        return sessions, bad, good, r"^column 'Max Power' row 3: the value is not a number$"
     if case == "unparseable_interval_time":
         bad = set_cell(demo.read(intervals), 5, "Interval Start Time (Local)", "yesterday")
-        reason = r"^column 'Interval Start Time \(Local\)' row 5: 'yesterday' is not a timestamp"
+        reason = r"^column 'Interval Start Time \(Local\)' row 5: the value is not a timestamp"
         return intervals, bad, demo.read(intervals), reason
     if case == "utf16":
         return sessions, good.decode().encode("utf-16"), good, r"^not UTF-8 text \(byte offset 0"
@@ -346,7 +346,7 @@ def test_quarantined_change_keeps_the_last_good_version(env: SyncEnv, demo: Demo
     summary = env.sync_json(expect=3)
     assert summary["changed"] == 1 and summary["quarantined"] == 1
     assert summary["quarantined_files"] == [
-        {"key": sessions, "reason": "column 'Session Time (secs)' row 4: 'long' is not a number"}
+        {"key": sessions, "reason": "column 'Session Time (secs)' row 4: the value is not a number"}
     ]
     row = env.ledger()[sessions]
     assert row.status == "quarantined" and row.cache_stem == good.cache_stem
