@@ -119,10 +119,12 @@ def _register() -> None:
     from script_ec2.commands import db as db_cmd
     from script_ec2.commands import demo as demo_cmd
     from script_ec2.commands import doctor as doctor_cmd
+    from script_ec2.commands import jobs as jobs_cmd
     from script_ec2.commands import models as models_cmd
     from script_ec2.commands import stats as stats_cmd
     from script_ec2.commands import sync as sync_cmd
     from script_ec2.commands import train as train_cmd
+    from script_ec2.commands import worker as worker_cmd
 
     app.add_typer(config_cmd.app, name="config")
     app.add_typer(db_cmd.app, name="db")
@@ -132,6 +134,8 @@ def _register() -> None:
     app.add_typer(train_cmd.app, name="train")
     app.add_typer(models_cmd.app, name="models")
     app.command("doctor")(doctor_cmd.doctor)
+    app.add_typer(jobs_cmd.app, name="jobs")
+    app.command("worker")(worker_cmd.worker)
 
 
 _register()

@@ -11,6 +11,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 EXIT_LOCKED = 75
+EXIT_TIMEOUT = 124
 
 
 class ScriptEc2Error(Exception):

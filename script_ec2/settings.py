@@ -30,6 +30,7 @@ class Spec:
     default: Callable[[Path], Any]
     choices: tuple[str, ...] = ()
     secret_url: bool = False
+    secret: bool = False  # hidden whole when shown (e.g. a webhook URL with a token in its path)
 
     @property
     def env(self) -> str:
@@ -93,6 +94,34 @@ SPECS: tuple[Spec, ...] = (
         lambda d: 5,
     ),
     Spec(
+        "broker_queue", "str", "Queue that jobs go to and workers consume.", lambda d: "script-ec2"
+    ),
+    Spec(
+        "notify_webhook_url",
+        "str",
+        "Webhook POSTed (JSON) when a job ends; empty: none.",
+        lambda d: "",
+        secret=True,
+    ),
+    Spec(
+        "notify_email_to", "str", "Comma-separated addresses mailed when a job ends.", lambda d: ""
+    ),
+    Spec(
+        "notify_email_from",
+        "str",
+        "Sender of job e-mails (empty: script-ec2@<host>).",
+        lambda d: "",
+    ),
+    Spec(
+        "smtp_url",
+        "str",
+        "SMTP server: smtp://, smtp+starttls:// or smtps://[user:pw@]host[:port].",
+        lambda d: "smtp://127.0.0.1:25",
+        secret_url=True,
+    ),
+    Spec("notify_attempts", "int", "Attempts per notification, with backoff.", lambda d: 5),
+    Spec("notify_backoff", "str", "First retry delay of a notification; doubles.", lambda d: "2s"),
+    Spec(
         "model_licence",
         "str",
         "Licence line written into every model card.",
@@ -118,6 +147,13 @@ class Settings:
     s3_endpoint_url: str
     aws_region: str
     s3_max_attempts: int
+    broker_queue: str
+    notify_webhook_url: str
+    notify_email_to: str
+    notify_email_from: str
+    smtp_url: str
+    notify_attempts: int
+    notify_backoff: str
     model_licence: str
     quiet: bool
     log_format: str
@@ -132,6 +168,8 @@ class Settings:
             text = "" if value is None else str(value)
             if spec.secret_url:
                 text = mask_url(text)
+            if spec.secret and text:
+                text = "*** (set, hidden)"
             rows.append(
                 {
                     "key": spec.key,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_s3", "tests.fixtures_db"]
+pytest_plugins = ["tests.fixtures_s3", "tests.fixtures_db", "tests.fixtures_broker"]
 
 REQUIRE_SERVICES = os.environ.get("SCRIPT_EC2_REQUIRE_SERVICES") == "1"
 
@@ -78,3 +78,7 @@ def cli(isolated_env: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Call
         return Result(code, out, err)
 
     yield run
+    # The root callback attached a handler to this test's captured stderr; detach it.
+    import logging
+
+    logging.getLogger("script_ec2").handlers.clear()
