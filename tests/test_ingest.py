@@ -708,7 +708,9 @@ def test_an_error_deep_in_the_file_leaves_nothing_behind(tmp_path: Path) -> None
     rows[949]["Max Power"] = "fast"
     src = write_file(tmp_path / "s.csv", SESSION_HEADER, rows)
     out = tmp_path / "out"
-    with pytest.raises(QuarantineError, match="column 'Max Power' row 950: the value is not a number"):
+    with pytest.raises(
+        QuarantineError, match="column 'Max Power' row 950: the value is not a number"
+    ):
         ingest(src, out, chunk_rows=100)
     assert not any(out.iterdir())
 
