@@ -119,8 +119,11 @@ def _register() -> None:
     from script_ec2.commands import db as db_cmd
     from script_ec2.commands import demo as demo_cmd
     from script_ec2.commands import doctor as doctor_cmd
+    from script_ec2.commands import fit as fit_cmd
     from script_ec2.commands import jobs as jobs_cmd
     from script_ec2.commands import models as models_cmd
+    from script_ec2.commands import publish as publish_cmd
+    from script_ec2.commands import results as results_cmd
     from script_ec2.commands import stats as stats_cmd
     from script_ec2.commands import sync as sync_cmd
     from script_ec2.commands import train as train_cmd
@@ -133,6 +136,9 @@ def _register() -> None:
     app.command("stats")(stats_cmd.stats)
     app.add_typer(train_cmd.app, name="train")
     app.add_typer(models_cmd.app, name="models")
+    app.add_typer(fit_cmd.app, name="fit")
+    app.add_typer(results_cmd.app, name="results")
+    app.command("publish")(publish_cmd.publish)
     app.command("doctor")(doctor_cmd.doctor)
     app.add_typer(jobs_cmd.app, name="jobs")
     app.command("worker")(worker_cmd.worker)

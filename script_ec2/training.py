@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from script_ec2.errors import ScriptEc2Error
+from script_ec2.errors import ScriptEc2Error, UsageError
 
 CONTROL_KIND = "workplace-control"
 
@@ -29,12 +29,17 @@ if TYPE_CHECKING:
 class CachedObjects:
     paths: list[Path]
     entries: list[tuple[str, str]]  # (key, cache stem) pairs for the fingerprint
+    counties: list[str] | None = None  # the requested counties as the cache spells them
 
 
 def cached_objects(
     engine: Engine, source: str, cache_dir: Path, kind: str, counties: Sequence[str] | None = None
 ) -> CachedObjects:
-    """The cached Parquet files of ``kind`` under ``source``, optionally only some counties."""
+    """The cached Parquet files of ``kind`` under ``source``, optionally only some counties.
+
+    Counties match whatever their case or a trailing "County" (``santa clara county`` is
+    ``Santa Clara``); one the cache does not hold is a :class:`UsageError` listing those it does.
+    """
     from sqlalchemy import select
 
     from script_ec2.db.models import LedgerEntry
@@ -51,24 +56,39 @@ def cached_objects(
             )
             .order_by(LedgerEntry.key)
         ).all()
-    wanted = set(counties) if counties else None
-    chosen = [r for r in rows if wanted is None or wanted.intersection(json.loads(r.counties))]
-    if not chosen:
-        where = f" for {', '.join(sorted(wanted))}" if wanted else ""
-        raise ScriptEc2Error(
-            f"no cached {kind} data{where} under {source}: run script-ec2 sync first"
-        )
+    if not rows:
+        raise ScriptEc2Error(f"no cached {kind} data under {source}: run script-ec2 sync first")
+    row_counties = [set(json.loads(r.counties)) for r in rows]
+    wanted = None
+    if counties:
+        wanted = _cache_spelling(counties, set().union(*row_counties), kind, source)
+    chosen = [r for r, c in zip(rows, row_counties, strict=True) if wanted is None or wanted & c]
     return CachedObjects(
         paths=[layout.objects / f"{r.cache_stem}.parquet" for r in chosen],
         entries=[(r.key, r.cache_stem) for r in chosen],
+        counties=sorted(wanted) if wanted is not None else None,
     )
+
+
+def _cache_spelling(requested: Sequence[str], known: set[str], kind: str, source: str) -> set[str]:
+    from script_ec2.control import canonical_county
+
+    by_key = {canonical_county(k).casefold(): k for k in known}
+    missing = [c for c in requested if canonical_county(c).casefold() not in by_key]
+    if missing:
+        listed = ", ".join(sorted(known)) or "none"
+        raise UsageError(
+            f"--county: no cached {kind} data for {missing[0]!r} under {source}; "
+            f"counties in the cache: {listed}"
+        )
+    return {by_key[canonical_county(c).casefold()] for c in requested}
 
 
 def record_versions(
     engine: Engine, registry_uri: str, saved: Sequence[tuple[SaveResult, str, Mapping[str, Any]]]
 ) -> None:
     """Mirror saved versions (with fingerprint and metrics) into ``model_versions``; idempotent."""
-    from sqlalchemy import insert, select
+    from sqlalchemy import insert, select, update
 
     from script_ec2.db.models import ModelRecord
 
@@ -76,10 +96,22 @@ def record_versions(
         for result, fingerprint, metrics in saved:
             v = result.version
             exists = conn.execute(
-                select(ModelRecord.id).where(
+                select(ModelRecord.id, ModelRecord.version, ModelRecord.registry_uri).where(
                     ModelRecord.name == v.name, ModelRecord.content_hash == v.content_hash
                 )
             ).first()
+            if exists and (exists.version, exists.registry_uri) != (v.version, registry_uri):
+                # The same content saved under another number (its old version was removed) or
+                # in another registry: the row follows the copy that was saved last.
+                conn.execute(
+                    update(ModelRecord)
+                    .where(ModelRecord.id == exists.id)
+                    .values(
+                        version=v.version,
+                        registry_uri=registry_uri,
+                        created_at=_parse_time(v.created_at),
+                    )
+                )
             if exists:
                 continue
             conn.execute(
@@ -129,10 +161,25 @@ def train_forecast_models(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> TrainOutcome:
     """Train and save the session GMMs; return one summary row per model."""
-    from script_ec2.forecast_train import load_sessions, save_models, train_load_forecast
+    from script_ec2.forecast_train import (
+        load_sessions,
+        resolve_day_types,
+        resolve_segments,
+        save_models,
+        train_load_forecast,
+    )
 
+    # Checked before any data is read, and named as the options that carry them.
+    try:
+        resolve_segments(segments)
+    except UsageError as exc:
+        raise UsageError(f"--segment: {exc}") from None
+    try:
+        resolve_day_types(day_types)
+    except UsageError as exc:
+        raise UsageError(f"--day-type: {exc}") from None
     objects = cached_objects(engine, source, cache_dir, "sessions", counties)
-    sessions = load_sessions(objects.paths, since=since, until=until, counties=counties)
+    sessions = load_sessions(objects.paths, since=since, until=until, counties=objects.counties)
     result = train_load_forecast(
         sessions,
         fingerprint_entries=objects.entries,
@@ -140,7 +187,7 @@ def train_forecast_models(
         day_types=day_types,
         since=since,
         until=until,
-        counties=counties,
+        counties=objects.counties,
         max_components=max_components,
         seed=seed,
         progress=progress,
@@ -199,6 +246,7 @@ def train_control_model(
     rate = load_rate(rate_spec)
     county = canonical_county(county)
     sessions_files = cached_objects(engine, source, cache_dir, "sessions", [county])
+    county = (sessions_files.counties or [county])[0]
     interval_files = cached_objects(engine, source, cache_dir, "intervals", [county])
     sessions, intervals = load_workplace_data(sessions_files.paths, interval_files.paths, county)
     training = train_control(

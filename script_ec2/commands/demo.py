@@ -84,16 +84,44 @@ def run(ctx: typer.Context, fmt: FormatOption = "table") -> None:
     with _progress(ctx.obj.settings.quiet) as progress:
         result = run_demo(ctx.obj.settings, ctx.obj.store, progress=progress)
     _show(result.data, fmt)
-    for step in _DEMO_STEPS:
+    for step in _demo_steps(ctx.obj.settings):
         _run_step(ctx, step)
 
 
-# Each later issue appends its step (train, fit, publish) here.
-_DEMO_STEPS: tuple[tuple[str, ...], ...] = (
-    ("sync",),
-    ("stats",),
-    ("stats", "--by", "segment", "--county", "Santa Clara"),
-)
+# Few, small LP runs: enough to show the step without slowing the demo.
+_CONTROL_DEMO = ("train", "load-control", "--county", "Santa Clara", "--runs", "12",
+                 "--sessions-per-run", "100")  # fmt: skip
+
+
+def _demo_steps(settings: Any) -> list[tuple[str, ...]]:
+    """The commands of the tour, in order; a step may start with global options of its own."""
+    home = settings.data_dir
+    png = str(home / "demo-forecast.png")
+    # A second machine that never saw the private data: its own registry and database.
+    fresh = ("--models-dir", str(home / "pulled-models"), "--database-url",
+             f"sqlite:///{home / 'pulled.db'}")  # fmt: skip
+    forecast = ("fit", "load-forecast", "--param", "day_type=weekday", "--controlled")
+    return [
+        ("sync",),
+        ("stats",),
+        ("stats", "--by", "segment", "--county", "Santa Clara"),
+        ("train", "load-forecast"),
+        # Few, small LP runs: enough to show the step without slowing the demo.
+        (
+            "train",
+            "load-control",
+            "--county",
+            "Santa Clara",
+            *("--runs", "12"),
+            *("--sessions-per-run", "100"),
+        ),
+        ("models", "list"),
+        (*forecast, "--plot", png),
+        forecast,  # the same request again: answered from the results cache
+        ("publish", "--all"),
+        (*fresh, "models", "pull", settings.public_uri),
+        (*fresh, *forecast),
+    ]
 
 
 def _run_step(ctx: typer.Context, step: tuple[str, ...]) -> None:

@@ -51,8 +51,14 @@ def verify(
 ) -> None:
     """Check every version's files against SHA256SUMS and its schema; exit 1 if any fails."""
     from script_ec2.output import render
+    from script_ec2.registry import ModelError
 
     results = ctx.obj.registry.verify(name)
+    if name is not None and not results:
+        # A mistyped name must not pass as "nothing wrong".
+        raise ModelError(
+            f"model {name!r} not found in the registry at {ctx.obj.settings.models_dir}"
+        )
     render([r.as_dict() for r in results], fmt, title="model verification")
     if any(not r.ok for r in results):
         raise typer.Exit(1)
@@ -74,3 +80,57 @@ def rm(
         raise UsageError(f"models rm needs NAME@VERSION, got {ref!r}")
     removed = ctx.obj.registry.remove(name, version)
     print(f"removed {removed.ref}", file=sys.stderr)
+
+
+@app.command("pull")
+def pull(
+    ctx: typer.Context,
+    uri: Annotated[
+        str,
+        typer.Argument(help="Published models: s3://bucket/prefix or a folder.", metavar="URI"),
+    ],
+    refs: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="NAME (its latest version) or NAME@VERSION; default: the latest of every model.",
+            metavar="NAME[@VERSION]",
+        ),
+    ] = None,
+    *,
+    anonymous: Annotated[
+        bool,
+        typer.Option(
+            "--anonymous",
+            help="Send unsigned S3 requests (a public bucket); automatic when no AWS "
+            "credentials are found.",
+        ),
+    ] = False,
+    fmt: FormatOption = "table",
+) -> None:
+    """Download published models into the registry; every checksum is verified first.
+
+    A tampered, partial or conflicting version refuses the pull (exit 1) and nothing is
+    installed. Versions keep their published numbers.
+    """
+    from script_ec2.commands.progress import step_progress
+    from script_ec2.errors import UsageError
+    from script_ec2.output import FORMATS, render
+    from script_ec2.publish import open_source
+    from script_ec2.publish import pull as run_pull
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    app_ctx = ctx.obj
+    s = app_ctx.settings
+    source = open_source(uri, s, anonymous=True if anonymous else None)
+    with step_progress(s.quiet, "pull") as progress:
+        pulled = run_pull(
+            source,
+            app_ctx.registry,
+            refs or [],
+            engine=app_ctx.engine,
+            registry_uri=s.models_dir,
+            lock_dir=s.cache_dir / "locks",
+            progress=progress,
+        )
+    render([p.as_dict() for p in pulled], fmt, title=f"pulled into {s.models_dir}")

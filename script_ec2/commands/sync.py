@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -42,6 +42,13 @@ def sync(
         int, typer.Option("--concurrency", help="Objects fetched and ingested at once.")
     ] = 4,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Summary as table or json.")] = "table",
+    run_async: Annotated[
+        bool,
+        typer.Option(
+            "--async",
+            help="Queue a refresh for a worker and print its job id (joins one already queued).",
+        ),
+    ] = False,
 ) -> None:
     """Fetch what is new or changed in the private data, ingest it, and update the statistics.
 
@@ -70,6 +77,11 @@ def sync(
         )
     app_ctx = ctx.obj
     settings = app_ctx.settings
+    if run_async:
+        if watch or dry_run:
+            raise UsageError("--async cannot be combined with --watch or --dry-run")
+        _submit(app_ctx, fmt)
+        return
     stop = threading.Event()
 
     def one_pass() -> SyncSummary:
@@ -114,6 +126,22 @@ def sync(
         on_summary=lambda s: _show(s, fmt, settings.quiet),
         on_error=on_error,
     )
+
+
+def _submit(app_ctx: Any, fmt: str) -> None:
+    from script_ec2.jobs import get, submit_sync
+    from script_ec2.output import render
+
+    submission = submit_sync(app_ctx)
+    assert submission.job_id is not None  # a sync is never answered from a cache
+    job = get(app_ctx.engine, submission.job_id)
+    row = {
+        "job_id": job.id,
+        "state": job.state,
+        "joined": submission.joined,
+        "follow": f"script-ec2 jobs wait {job.id}",
+    }
+    render(row, "json" if fmt == "json" else "table")
 
 
 def _show(summary: object, fmt: str, quiet: bool) -> None:

@@ -104,6 +104,7 @@ def load_control(
 ) -> None:
     """Solve the smart-charging LP on sampled workplace sessions; learn the control regression."""
     from script_ec2.commands.progress import step_progress
+    from script_ec2.control import MIN_RUNS
     from script_ec2.errors import UsageError
     from script_ec2.output import FORMATS, render
     from script_ec2.training import train_control_model
@@ -112,6 +113,12 @@ def load_control(
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not 1 <= jobs <= 64:
         raise UsageError(f"--jobs must be between 1 and 64, got {jobs}")
+    if runs < MIN_RUNS:
+        raise UsageError(f"--runs must be at least {MIN_RUNS} (to hold some out), got {runs}")
+    if sessions_per_run < 1:
+        raise UsageError(f"--sessions-per-run must be at least 1, got {sessions_per_run}")
+    if not 0 <= seed < 2**32:
+        raise UsageError(f"--seed must be from 0 to 4294967295, got {seed}")
     app_ctx = ctx.obj
     s = app_ctx.settings
     with step_progress(s.quiet, "train load-control") as progress:
