@@ -576,3 +576,25 @@ def test_cache_hit_imports_no_heavy_library(env: Path, cli: Callable[..., Any]) 
     )
     assert "from cache" in out.stderr, out.stderr
     assert out.stderr.strip().splitlines()[-1] == "0 []"
+
+
+def test_async_without_a_broker_keeps_a_job_record_then_answers_from_cache(
+    env: Path, cli: Callable[..., Any]
+) -> None:
+    first = _json(cli, "fit", "load-forecast", *SMALL, "--async")
+    assert first["state"] == "succeeded" and first["joined"] is False
+    assert first["follow"] == f"script-ec2 jobs wait {first['job_id']}"
+    status = _json(cli, "jobs", "status", first["job_id"])
+    assert status["state"] == "succeeded" and status["result_key"] == first["result_key"]
+    again = _json(cli, "fit", "load-forecast", *SMALL, "--async")
+    assert again["key"] == first["result_key"] and again["cached"] is True
+    assert len(_json(cli, "jobs", "list")) == 1
+
+
+def test_sync_async_queues_a_refresh_job(env: Path, cli: Callable[..., Any]) -> None:
+    submitted = _json(cli, "sync", "--async")
+    assert submitted["state"] == "succeeded"
+    [job] = _json(cli, "jobs", "list")
+    assert job["kind"] == "sync" and job["id"] == submitted["job_id"]
+    refused = cli("sync", "--async", "--dry-run")
+    assert refused.exit_code == 2 and "--async cannot be combined" in refused.stderr
