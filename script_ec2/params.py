@@ -233,7 +233,7 @@ class _Invalid(Exception):
 @functools.cache
 def _counties() -> dict[str, str]:
     """Case-folded county name -> the spelling in the packaged lookup."""
-    from script_ec2.db.reference import load_lookup_csv
+    from script_ec2.lookup import load_lookup_csv
 
     return {row.county.casefold(): row.county for row in load_lookup_csv()}
 

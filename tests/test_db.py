@@ -421,3 +421,27 @@ def test_cli_malformed_url_exits_2(cli: Cli, url: str) -> None:
     assert result.stderr.startswith("Error: invalid database URL")
     assert result.stderr.count("\n") == 1
     assert "secret" not in result.stderr
+
+
+def test_the_quick_head_matches_alembic() -> None:
+    from script_ec2.db.engine import _script_head
+
+    assert _script_head() == migrate.head_revision()
+
+
+def test_a_database_at_head_is_checked_without_importing_alembic(
+    tmp_path: Path, open_db: Callable[..., Engine]
+) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'at-head.db'}"
+    migrate.upgrade(open_db(url, check_schema=False))
+    code = (
+        "import sys\n"
+        "from script_ec2.db.engine import connect\n"
+        f"connect({url!r})\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
