@@ -752,7 +752,7 @@ def test_planted_identifiers_reach_no_log_error_or_table(env: SyncEnv, demo: Dem
     assert [r.exit_code for r in outputs] == [3, 3, 0]
     errors = {k: r.error for k, r in env.ledger().items() if r.status == "quarantined"}
     assert set(errors) == {s0, s1, i2}
-    assert "column 'Energy (kWh)' row 3: the value is not a number" == errors[s0]
+    assert errors[s0] == "column 'Energy (kWh)' row 3: the value is not a number"
     assert "column 'Interval Energy'" in errors[i2] and "truncated" in errors[s1]
     assert not any("lots" in e or "zero" in e for e in errors.values())
     assert env.ledger()[s3].status == "ok"
