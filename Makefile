@@ -32,5 +32,15 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $@
+
+# A report, not a gate: one table of figures, and bench/results.json (a few minutes).
+bench: $(BENCH_STAMP)
+	$(PY) -m bench.run
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

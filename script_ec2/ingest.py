@@ -75,9 +75,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from script_ec2.errors import DataError
+from script_ec2.keys import Kind, zip_from_key
 from script_ec2.segments import forecast_segment, stats_segment
-
-Kind = Literal["sessions", "intervals"]
 
 DEFAULT_CHUNK_ROWS = 250_000
 
@@ -172,11 +171,6 @@ _NULLS = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "None")
 _CSV_BLOCK_BYTES = 4 << 20
 _SHOW_CHARS = 30
 
-_KEY_RE = re.compile(
-    r"(?:^|/)evsezip(\d{5})_(sessions|intervals)\.(?:csv|csv\.gz|parquet)$", re.IGNORECASE
-)
-_KEY_ZIP_RE = re.compile(r"evsezip(\d{5})(?!\d)", re.IGNORECASE)
-
 
 class QuarantineError(DataError):
     """A file that cannot be ingested; the message is one line and holds no raw row."""
@@ -202,20 +196,6 @@ class IngestResult:
     parquet_path: Path
     aggregate_paths: dict[str, Path]  # aggregate name -> file
     unmapped_zips: int  # distinct zips that the lookup does not know
-
-
-def detect_kind(key: str) -> Kind | None:
-    """``sessions`` / ``intervals`` for ``…/evsezip<ZIP>_<kind>.csv[.gz]|.parquet``, else None."""
-    match = _KEY_RE.search(key)
-    if match is None:
-        return None
-    return "sessions" if match.group(2).lower() == "sessions" else "intervals"
-
-
-def zip_from_key(key: str) -> str | None:
-    """The 5 digits after ``evsezip`` in the key's file name, or None."""
-    match = _KEY_ZIP_RE.search(key.rsplit("/", 1)[-1])
-    return match.group(1) if match else None
 
 
 # --------------------------------------------------------------------------- columns

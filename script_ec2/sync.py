@@ -161,7 +161,7 @@ def run_sync(
     lock_dir: Path | None = None,
 ) -> SyncSummary:
     """Run one pass under the per-source lock and return its summary."""
-    from script_ec2.ingest import detect_kind
+    from script_ec2.keys import detect_kind
 
     started = time.perf_counter()
     summary = SyncSummary(source=source, dry_run=dry_run)
@@ -287,7 +287,8 @@ def _fetch_one(
     zip_to_county: dict[str, str],
 ) -> _Fetched:
     """Download one object (retrying transient errors) and ingest it; never raises for bad data."""
-    from script_ec2.ingest import detect_kind, ingest_file
+    from script_ec2.ingest import ingest_file
+    from script_ec2.keys import detect_kind
 
     try:
         clean_key(obj.key)

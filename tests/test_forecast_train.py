@@ -28,7 +28,8 @@ from script_ec2.forecast_train import (
     save_models,
     train_load_forecast,
 )
-from script_ec2.ingest import detect_kind, ingest_file
+from script_ec2.ingest import ingest_file
+from script_ec2.keys import detect_kind
 from script_ec2.registry import Registry, npz_bytes
 from script_ec2.store import LocalStore
 

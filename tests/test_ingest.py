@@ -32,11 +32,10 @@ from script_ec2.ingest import (
     SESSION_SCHEMA,
     IngestResult,
     QuarantineError,
-    detect_kind,
     ingest_file,
     normalize_zip,
-    zip_from_key,
 )
+from script_ec2.keys import detect_kind, zip_from_key
 from script_ec2.segments import FORECAST_SEGMENTS, forecast_segment, stats_segment
 
 # Headers of the cleaned export (upstream spec §1.2, §1.3).

@@ -149,6 +149,9 @@ def _configure_sqlite(engine: Engine) -> None:
             # Wait for another writer (a cron job, a concurrent migration) instead of failing.
             cursor.execute("PRAGMA busy_timeout=15000")
             cursor.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL still survives a killed process (only a power cut can lose the
+            # last commits), and makes each small ledger commit ~30x cheaper than FULL.
+            cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
 

@@ -1,0 +1,30 @@
+"""What an object key in the private bucket says: its kind and its station zip.
+
+Standard library only, so that a sync pass with nothing to fetch never imports pandas or pyarrow.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+Kind = Literal["sessions", "intervals"]
+
+_KEY_RE = re.compile(
+    r"(?:^|/)evsezip(\d{5})_(sessions|intervals)\.(?:csv|csv\.gz|parquet)$", re.IGNORECASE
+)
+_KEY_ZIP_RE = re.compile(r"evsezip(\d{5})(?!\d)", re.IGNORECASE)
+
+
+def detect_kind(key: str) -> Kind | None:
+    """``sessions`` / ``intervals`` for ``…/evsezip<ZIP>_<kind>.csv[.gz]|.parquet``, else None."""
+    match = _KEY_RE.search(key)
+    if match is None:
+        return None
+    return "sessions" if match.group(2).lower() == "sessions" else "intervals"
+
+
+def zip_from_key(key: str) -> str | None:
+    """The 5 digits after ``evsezip`` in the key's file name, or None."""
+    match = _KEY_ZIP_RE.search(key.rsplit("/", 1)[-1])
+    return match.group(1) if match else None
