@@ -26,8 +26,7 @@ def render(
     columns: Sequence[str] | None = None,
 ) -> None:
     """Render rows (or one object) in ``fmt`` to stdout or ``output``."""
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     if fmt == "json":
         text = json.dumps(rows, indent=2, default=_json_default) + "\n"
         _emit(text, output)
@@ -61,6 +60,12 @@ def render(
     else:
         width = None if sys.stdout.isatty() else 200
         Console(file=sys.stdout, soft_wrap=False, width=width).print(table)
+
+
+def check_format(fmt: str, allowed: Sequence[str] = FORMATS) -> None:
+    """Refuse an unknown ``--format`` before any work is done."""
+    if fmt not in allowed:
+        raise UsageError(f"--format must be one of {', '.join(allowed)}, got {fmt!r}")
 
 
 def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -339,7 +339,7 @@ def test_list_filters_limits_and_validates(app_ctx: AppContext, cli: Cli) -> Non
     for args, message in [
         (("--state", "pending"), "--state must be one of queued, running, succeeded, failed"),
         (("--limit", "0"), "--limit must be at least 1"),
-        (("--format", "xml"), "--format must be table or json"),
+        (("--format", "xml"), "--format must be one of table, json"),
     ]:
         result = cli("jobs", "list", *args)
         assert result.exit_code == 2 and message in result.stderr

@@ -145,11 +145,9 @@ def _run_step(ctx: typer.Context, step: tuple[str, ...]) -> None:
 
 def _check_format(fmt: str) -> None:
     # Before any work: a typo in --format must not cost a full generation.
-    from script_ec2.errors import UsageError
-    from script_ec2.output import FORMATS
+    from script_ec2.output import check_format
 
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_format(fmt)
 
 
 def _show(result: DemoData, fmt: str) -> None:

@@ -30,11 +30,10 @@ def doctor(
     (optional). Exit 0 when nothing failed, 1 otherwise.
     """
     from script_ec2.doctor import all_passed, run_checks
-    from script_ec2.errors import EXIT_FAILED, UsageError
-    from script_ec2.output import render
+    from script_ec2.errors import EXIT_FAILED
+    from script_ec2.output import check_format, render
 
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_format(fmt, FORMATS)
     checks = run_checks(ctx.obj, quick=quick)
     passed = all_passed(checks)
     rows = [check.as_dict() for check in checks]

@@ -184,13 +184,11 @@ def _show_params(algorithm: str, fmt: str, output: Path | None) -> None:
 def _run(ctx: typer.Context, algorithm: str | None, request: _Request) -> None:
     """Collect the parameters, fit (or find in the cache), then print, save and plot."""
     from script_ec2 import fitting
-    from script_ec2.errors import UsageError
-    from script_ec2.output import FORMATS
+    from script_ec2.output import check_format
     from script_ec2.params import LOAD_CONTROL, read_params_file
     from script_ec2.plot import check_png_path
 
-    if request.fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {request.fmt!r}")
+    check_format(request.fmt)
     if request.plot is not None:
         check_png_path(request.plot)
     file_algorithm, file_values = (

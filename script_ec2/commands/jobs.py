@@ -95,10 +95,9 @@ def list_(
 
 
 def _check_format(fmt: str) -> None:
-    from script_ec2.errors import UsageError
+    from script_ec2.output import check_format
 
-    if fmt not in _FORMATS:
-        raise UsageError(f"--format must be table or json, got {fmt!r}")
+    check_format(fmt, _FORMATS)
 
 
 def _show(job: Any, fmt: str) -> None:

@@ -113,13 +113,11 @@ def pull(
     installed. Versions keep their published numbers.
     """
     from script_ec2.commands.progress import step_progress
-    from script_ec2.errors import UsageError
-    from script_ec2.output import FORMATS, render
+    from script_ec2.output import check_format, render
     from script_ec2.publish import open_source
     from script_ec2.publish import pull as run_pull
 
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     app_ctx = ctx.obj
     s = app_ctx.settings
     source = open_source(uri, s, anonymous=True if anonymous else None)

@@ -47,11 +47,10 @@ def publish(
     """
     from script_ec2.commands.progress import step_progress
     from script_ec2.errors import UsageError
-    from script_ec2.output import FORMATS, render
+    from script_ec2.output import check_format, render
     from script_ec2.publish import publish as run_publish
 
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     if bool(refs) == all_models:
         raise UsageError("name the models to publish (NAME or NAME@VERSION) or give --all")
     app_ctx = ctx.obj

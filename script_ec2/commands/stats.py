@@ -32,13 +32,12 @@ def stats(
     data_uri setting; run `script-ec2 sync` first.
     """
     from script_ec2.errors import UsageError
-    from script_ec2.output import FORMATS, render
+    from script_ec2.output import check_format, render
     from script_ec2.stats import known_county, read_stats, refresh_all
 
     if by not in BY_CHOICES:
         raise UsageError(f"--by must be one of {', '.join(BY_CHOICES)}, got {by!r}")
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     app_ctx = ctx.obj
     settings = app_ctx.settings
     if county is not None and not known_county(app_ctx.engine, county):

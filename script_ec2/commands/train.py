@@ -46,11 +46,10 @@ def load_forecast(
     from script_ec2.commands.progress import step_progress
     from script_ec2.demo import parse_day
     from script_ec2.errors import UsageError
-    from script_ec2.output import FORMATS, render
+    from script_ec2.output import check_format, render
     from script_ec2.training import train_forecast_models
 
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     if day_type is not None and day_type not in ("weekday", "weekend"):
         raise UsageError(f"--day-type must be weekday or weekend, got {day_type!r}")
     if not 1 <= max_components <= 20:
@@ -106,11 +105,10 @@ def load_control(
     from script_ec2.commands.progress import step_progress
     from script_ec2.control import MIN_RUNS
     from script_ec2.errors import UsageError
-    from script_ec2.output import FORMATS, render
+    from script_ec2.output import check_format, render
     from script_ec2.training import train_control_model
 
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_format(fmt)
     if not 1 <= jobs <= 64:
         raise UsageError(f"--jobs must be between 1 and 64, got {jobs}")
     if runs < MIN_RUNS:
