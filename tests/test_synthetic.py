@@ -502,13 +502,19 @@ def test_demo_data_rejects_an_unsupported_location(cli: Callable[..., Any]) -> N
 def test_demo_run_writes_the_default_data_location(
     cli: Callable[..., Any], isolated_env: Path
 ) -> None:
+    """The whole tour behind `make demo`: data, sync, stats, train, fit twice, publish, pull."""
     r = cli("demo", "run", "-f", "json")
     assert r.exit_code == 0, r.stderr
-    report = json.loads(r.stdout)
+    report, _ = json.JSONDecoder().raw_decode(r.stdout)  # the data report; the steps follow
     assert report["sessions"] == 20_000 and report["seed"] == 42
     folder = isolated_env / "buckets" / "private"
     assert report["uri"] == str(folder)
     assert len(list(folder.glob("evsezip*_sessions.csv"))) == 54
+    for step in ("sync", "train load-forecast", "publish --all", "models pull"):
+        assert f"$ script-ec2 {step}" in r.stdout or f" {step} " in r.stdout, step
+    assert "from cache in" in r.stderr  # the repeated fit
+    assert (isolated_env / "demo-forecast.png").stat().st_size > 10_000
+    assert list((isolated_env / "pulled-models").glob("sessions-workplace-weekday/*/SHA256SUMS"))
 
 
 @pytest.mark.s3
