@@ -283,6 +283,8 @@ def train_control_model(
         ),
         "scope": {"county": county, "rate": rate.name, "segment": "Workplace (Max Power <= 10 kW)"},
         "training": {
+            "period": _period(sessions),
+            "workplace sessions available": len(sessions),
             "LP runs solved": runs_solved,
             "sessions per run": sessions_per_run,
             "source files": len(entries),
@@ -329,6 +331,14 @@ def train_control_model(
         "clipped_sessions": m.get("clipped_sessions"),
     }
     return TrainOutcome([row], [])
+
+
+def _period(sessions: Any) -> str:
+    """First to last session date of the pool the runs were drawn from (an aggregate)."""
+    starts = sessions["start_datetime"].dropna()
+    if starts.empty:
+        return "unknown"
+    return f"{starts.min().date()} to {starts.max().date()}"
 
 
 def model_rows(versions: Sequence[ModelVersion]) -> list[dict[str, Any]]:
