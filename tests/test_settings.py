@@ -139,3 +139,15 @@ def test_config_show_unknown_key_exits_2(cli, tmp_path: Path) -> None:  # type: 
     assert r.stderr.startswith("Error: ") and "unknown key 'bogus'" in r.stderr
     assert r.stderr.count("\n") == 1
     assert "Traceback" not in r.stderr
+
+
+def test_config_show_hides_a_webhook_url_whole(cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    token_url = "https://hooks.example.org/services/T000/B000/s3cr3tT0ken"
+    monkeypatch.setenv("SCRIPT_EC2_NOTIFY_WEBHOOK_URL", token_url)
+    monkeypatch.setenv("SCRIPT_EC2_SMTP_URL", "smtps://ops:mailpass@mail.example.org:465")
+    r = cli("config", "show", "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["notify_webhook_url"]["value"] == "*** (set, hidden)"
+    assert data["smtp_url"]["value"] == "smtps://ops:***@mail.example.org:465"
+    assert "s3cr3tT0ken" not in r.stdout + r.stderr and "mailpass" not in r.stdout
