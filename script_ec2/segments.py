@@ -2,9 +2,9 @@
 
 Both mappings look only at three session columns: ``POI Category``, ``Max Power`` (kW, the port
 rating) and ``Connector Type``. Text comparisons ignore case and surrounding blanks. They are
-vectorised: each function takes equal-length array-likes (pandas Series, numpy arrays, lists) and
-returns a numpy object array, one label per session. A missing ``Max Power`` fails every power
-test, so such a session is fast only through its connector.
+vectorised: each function takes equal-length array-likes (Arrow arrays, pandas Series, numpy
+arrays, lists) and returns a numpy object array, one label per session. A missing ``Max Power``
+fails every power test, so such a session is fast only through its connector.
 
 A session is **fast** when ``Max Power >= 20`` kW or its connector is one of CHAdeMO, Combo, CCS,
 CCS1, SAE Combo, Tesla Supercharger. The **public** POI categories are Parking, Retail, Municipal,
@@ -54,7 +54,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 STATS_SEGMENTS = ("workplace_l2", "public_l2", "dc_fast", "multifamily", "other")
 
@@ -89,7 +88,7 @@ _WORKPLACE = "workplace"
 _MULTIFAMILY_PREFIX = "multifamily"
 _HOME_SERVICE = "multifamily home service"
 
-ArrayLike = pd.Series | np.ndarray | Sequence[Any]
+ArrayLike = Any  # an Arrow array, a pandas Series, a numpy array or a sequence
 
 
 def _norm(value: object) -> str:
@@ -97,11 +96,31 @@ def _norm(value: object) -> str:
 
 
 class _Text:
-    """A text column factorised once, so each test runs per distinct value (a few dozen)."""
+    """A text column factorised once, so each test runs per distinct value (a few dozen).
+
+    Arrow arrays (what ingest passes) are dictionary-encoded in C++; anything else goes through
+    one dict look-up per row. pandas is not needed, which keeps it out of ``sync``'s imports.
+    """
 
     def __init__(self, values: ArrayLike):
-        self.codes, uniques = pd.factorize(np.asarray(values, dtype=object))
-        # factorize marks missing values with -1, which picks the trailing "" entry.
+        if hasattr(values, "dictionary_encode"):  # pyarrow Array or ChunkedArray
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            if isinstance(values, pa.ChunkedArray):
+                values = values.combine_chunks()
+            encoded = pc.dictionary_encode(values)
+            uniques: list[object] = encoded.dictionary.to_pylist()
+            missing = len(uniques)
+            self.codes = pc.fill_null(encoded.indices, missing).to_numpy(zero_copy_only=False)
+        else:
+            index: dict[object, int] = {}
+            items = np.asarray(values, dtype=object).ravel()
+            self.codes = np.fromiter(
+                (index.setdefault(v, len(index)) for v in items), dtype=np.intp, count=len(items)
+            )
+            uniques = list(index)
+        # The trailing "" entry is what missing Arrow values point at.
         self.values = [_norm(u) for u in uniques] + [""]
 
     def __len__(self) -> int:
@@ -111,12 +130,21 @@ class _Text:
         return np.array([test(v) for v in self.values], dtype=bool)[self.codes]
 
 
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _power(max_power: ArrayLike) -> np.ndarray:
     """Max Power as float kW; anything that is not a number becomes NaN."""
-    if isinstance(max_power, np.ndarray) and max_power.dtype.kind in "fiub":
-        return max_power.astype(float, copy=False)
-    series = pd.Series(max_power) if not isinstance(max_power, pd.Series) else max_power
-    return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    if hasattr(max_power, "dictionary_encode"):  # pyarrow: nulls become NaN
+        max_power = max_power.to_numpy(zero_copy_only=False)
+    array = np.asarray(max_power)
+    if array.dtype.kind in "fiub":
+        return array.astype(float, copy=False)
+    return np.fromiter((_number(v) for v in array.ravel()), dtype=float, count=array.size)
 
 
 def is_fast(max_power: ArrayLike, connector: ArrayLike) -> np.ndarray:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import pandas as pd
+    import pyarrow as pa
     from sqlalchemy.engine import Connection, Engine
 
     from script_ec2.sync import CacheLayout
@@ -114,90 +114,147 @@ def _contributing_objects(conn: Connection, source: str) -> list[tuple[str, str,
 
 def _load_parts(
     layout: CacheLayout, objects: list[tuple[str, str, list[str]]], counties: set[str]
-) -> dict[str, pd.DataFrame]:
-    import pandas as pd
+) -> dict[str, pa.Table | None]:
+    """Every contributing object's partials of ``counties``, one Arrow table per part."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    found: dict[str, list[pd.DataFrame]] = {p: [] for p in SESSION_PARTS + INTERVAL_PARTS}
+    found: dict[str, list[pa.Table]] = {p: [] for p in SESSION_PARTS + INTERVAL_PARTS}
+    value_set = pa.array(sorted(counties), pa.string())
     for kind, stem, object_counties in objects:
         if not counties.intersection(object_counties):
             continue
         for part in SESSION_PARTS if kind == "sessions" else INTERVAL_PARTS:
             path: Path = layout.objects / f"{stem}.agg.{part}.parquet"
-            table = pq.read_table(path, filters=[("county", "in", sorted(counties))])
-            found[part].append(table.to_pandas())
+            # ParquetFile.read is ~2x faster per small file than read_table with filters.
+            table = pq.ParquetFile(path).read(use_threads=False)
+            if not counties.issuperset(object_counties):
+                table = table.filter(pc.is_in(table["county"], value_set=value_set))
+            found[part].append(table)
     return {
-        p: pd.concat(fs, ignore_index=True) if fs else pd.DataFrame() for p, fs in found.items()
+        p: pa.concat_tables(ts, promote_options="default") if ts else None
+        for p, ts in found.items()
     }
 
 
-def compute(frames: dict[str, pd.DataFrame], counties: set[str]) -> dict[str, list[dict[str, Any]]]:
-    """Combine partial aggregates into statistics rows (pure; exposed for tests)."""
+def compute(
+    parts: dict[str, pa.Table | None], counties: set[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Combine partial aggregates into statistics rows (pure; exposed for tests).
+
+    All grouping runs in Arrow (no pandas): the slot partials of a large county are millions of
+    rows, and sync should not pay pandas' import for a few group-bys.
+    """
+    import pyarrow.compute as pc
+
     out: dict[str, list[dict[str, Any]]] = {"county": [], "month": [], "segment": [], "zip": []}
-    zips, stations = frames["zip"], frames["stations"]
-    if not zips.empty:
-        per_zip = zips.groupby("zip", sort=True).agg(
-            county=("county", "first"),
-            sessions=("sessions", "sum"),
-            energy_kwh=("energy_kwh", "sum"),
-        )
+    zips, stations = _rows(parts["zip"]), _rows(parts["stations"])
+    per_zip: dict[str, dict[str, Any]] = {}
+    if zips is not None:
+        grouped = _sum_by(zips, ["zip", "county"], ["sessions", "energy_kwh"])
         out["zip"] = [
             {
-                "zip": z,
-                "county": r.county,
-                "sessions": int(r.sessions),
-                "energy_kwh": float(r.energy_kwh),
+                "zip": r["zip"],
+                "county": r["county"],
+                "sessions": int(r["sessions"]),
+                "energy_kwh": float(r["energy_kwh"]),
             }
-            for z, r in per_zip.iterrows()
+            for r in grouped.sort_by("zip").to_pylist()
         ]
-    peak_power = _peak(frames["slots"], "slot", "average_power_kw")
-    peak_daily = _peak(frames["days"], "date", "energy_kwh")
+        per_county = (
+            zips.group_by("county", use_threads=False)
+            .aggregate(
+                [
+                    ("sessions", "sum"),
+                    ("energy_kwh", "sum"),
+                    ("first_date", "min"),
+                    ("last_date", "max"),
+                ]
+            )
+            .to_pylist()
+        )
+        active = zips.filter(pc.greater(zips["sessions"], 0))
+        zip_counts = _distinct_count(active, "zip")
+        per_zip = {r["county"]: {**r, "zips": zip_counts.get(r["county"], 0)} for r in per_county}
+    station_counts = _distinct_count(stations, "station_id") if stations is not None else {}
+    peak_power = _peak(parts["slots"], "slot", "average_power_kw")
+    peak_daily = _peak(parts["days"], "date", "energy_kwh")
     for county in sorted(counties):
-        cz = zips[zips["county"] == county] if not zips.empty else zips
-        if cz.empty and county not in peak_power:
+        totals = per_zip.get(county)
+        if totals is None and county not in peak_power:
             continue
-        cs = stations[stations["county"] == county] if not stations.empty else stations
         out["county"].append(
             {
                 "county": county,
-                "sessions": int(cz["sessions"].sum()) if not cz.empty else 0,
-                "energy_kwh": float(cz["energy_kwh"].sum()) if not cz.empty else 0.0,
-                "first_date": _date(cz["first_date"].min()) if not cz.empty else None,
-                "last_date": _date(cz["last_date"].max()) if not cz.empty else None,
-                "zips": int(cz.loc[cz["sessions"] > 0, "zip"].nunique()) if not cz.empty else 0,
-                "stations": int(cs["station_id"].nunique()) if not cs.empty else 0,
+                "sessions": int(totals["sessions_sum"]) if totals else 0,
+                "energy_kwh": float(totals["energy_kwh_sum"]) if totals else 0.0,
+                "first_date": totals["first_date_min"] if totals else None,
+                "last_date": totals["last_date_max"] if totals else None,
+                "zips": totals["zips"] if totals else 0,
+                "stations": station_counts.get(county, 0),
                 "peak_power_kw": peak_power.get(county, 0.0),
                 "peak_daily_energy_kwh": peak_daily.get(county, 0.0),
             }
         )
     for name, key in (("month", ["county", "year", "month"]), ("segment", ["county", "segment"])):
-        frame = frames[name]
-        if frame.empty:
+        frame = _rows(parts[name])
+        if frame is None:
             continue
-        grouped = frame.groupby(key, sort=True)[["sessions", "energy_kwh"]].sum().reset_index()
+        grouped = _sum_by(frame, key, ["sessions", "energy_kwh"])
         out[name] = [
             {
                 **{k: (int(r[k]) if k in ("year", "month") else r[k]) for k in key},
                 "sessions": int(r["sessions"]),
                 "energy_kwh": float(r["energy_kwh"]),
             }
-            for r in grouped.to_dict("records")
+            for r in grouped.sort_by([(k, "ascending") for k in key]).to_pylist()
         ]
     return out
 
 
-def _peak(frame: pd.DataFrame, by: str, value: str) -> dict[str, float]:
+def _rows(table: pa.Table | None) -> pa.Table | None:
+    """``table``, or None when there is none or it has no rows."""
+    return table if table is not None and table.num_rows else None
+
+
+def _sum_by(table: pa.Table, keys: list[str], values: list[str]) -> pa.Table:
+    grouped = table.group_by(keys, use_threads=False).aggregate([(v, "sum") for v in values])
+    return grouped.select([*keys, *(f"{v}_sum" for v in values)]).rename_columns([*keys, *values])
+
+
+def _distinct_count(table: pa.Table, column: str) -> dict[str, int]:
+    """Per county, the number of distinct non-null values of ``column``."""
+    counted = table.group_by("county", use_threads=False).aggregate(
+        [(column, "count_distinct", _only_valid())]
+    )
+    return dict(
+        zip(
+            counted["county"].to_pylist(),
+            counted[f"{column}_count_distinct"].to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def _only_valid() -> Any:
+    import pyarrow.compute as pc
+
+    return pc.CountOptions(mode="only_valid")
+
+
+def _peak(table: pa.Table | None, by: str, value: str) -> dict[str, float]:
     """Per county, the largest total of ``value`` over the ``by`` groups."""
-    if frame.empty:
+    if table is None or not table.num_rows:
         return {}
-    totals = frame.groupby(["county", by], sort=False)[value].sum()
-    return {str(c): float(v) for c, v in totals.groupby(level=0).max().items()}
-
-
-def _date(value: Any) -> Any:
-    if value is None or value != value:  # NaT/NaN
-        return None
-    return value.date() if hasattr(value, "date") and callable(value.date) else value
+    totals = table.group_by(["county", by], use_threads=False).aggregate([(value, "sum")])
+    peaks = totals.group_by("county", use_threads=False).aggregate([(f"{value}_sum", "max")])
+    return {
+        str(c): float(v)
+        for c, v in zip(
+            peaks["county"].to_pylist(), peaks[f"{value}_sum_max"].to_pylist(), strict=True
+        )
+    }
 
 
 def read_stats(engine: Engine, source: str, by: str, county: str | None) -> list[dict[str, Any]]:

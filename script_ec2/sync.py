@@ -299,8 +299,11 @@ def _fetch_one(
     dest = layout.raw_path(obj.key)
     dest.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        hasher = hashlib.sha256()
         try:
-            store.download(obj.key, dest)
+            # Hashed as it streams in, so the file is not read twice. Not fsynced: a cache copy
+            # that survives kill -9 (atomic rename) and can be fetched again after a power cut.
+            store.download(obj.key, dest, durable=False, observe=hasher.update)
             break
         except EndpointUnreachable as exc:
             if attempt == TRANSIENT_ATTEMPTS:
@@ -315,7 +318,7 @@ def _fetch_one(
             failure=f"{obj.key}: downloaded {size} bytes, listing said {obj.size}; "
             "will retry next pass"
         )
-    digest = _sha256_file(dest)
+    digest = hasher.hexdigest()
     stem = cache_stem(obj.key, obj.etag)
     kind = detect_kind(obj.key)
     assert kind is not None
@@ -332,14 +335,6 @@ def _fetch_one(
         return _Fetched(sha256=digest, quarantine=str(exc), nbytes=size)
     faults.checkpoint("after_ingest")
     return _Fetched(sha256=digest, result=result, nbytes=size)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _record(

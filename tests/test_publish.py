@@ -152,8 +152,8 @@ class RecordingStore:
     def get_bytes(self, key: str) -> bytes:
         return self.inner.get_bytes(key)
 
-    def download(self, key: str, dest: Path) -> ObjectInfo:
-        return self.inner.download(key, dest)
+    def download(self, key: str, dest: Path, **options: Any) -> ObjectInfo:
+        return self.inner.download(key, dest, **options)
 
     def put_bytes(self, key: str, data: bytes) -> ObjectInfo:
         self.writes.append(key)

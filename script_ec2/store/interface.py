@@ -7,7 +7,7 @@ always use ``/``. Implementations turn botocore and filesystem errors into the p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,8 +33,21 @@ class ObjectStore(Protocol):
         """Metadata of one object; :class:`KeyNotFound` if absent."""
         ...
 
-    def download(self, key: str, dest: Path) -> ObjectInfo:
-        """Stream ``key`` into a temp file beside ``dest``, then rename atomically onto ``dest``."""
+    def download(
+        self,
+        key: str,
+        dest: Path,
+        *,
+        durable: bool = True,
+        observe: Callable[[bytes], object] | None = None,
+    ) -> ObjectInfo:
+        """Stream ``key`` into a temp file beside ``dest``, then rename atomically onto ``dest``.
+
+        ``observe`` sees every chunk as it is written (e.g. a hash's ``update``, so the file need
+        not be read again). ``durable=False`` skips the fsyncs: the rename is still atomic for
+        other processes and survives the process being killed, but not a power cut; for copies
+        that can be fetched again, such as sync's download cache.
+        """
         ...
 
     def upload(self, src: Path, key: str) -> ObjectInfo:

@@ -38,13 +38,17 @@ def atomic_write(
     *,
     expected_size: int | None = None,
     newer_than_existing: bool = False,
+    durable: bool = True,
+    observe: Callable[[bytes], object] | None = None,
 ) -> int:
     """Write ``dest`` via a fsynced temp file in its folder, renamed on success; return the size.
 
     ``fill`` receives a function that appends bytes to the temp file. If ``fill`` fails (its
     exception propagates unchanged), or the size differs from ``expected_size``, the temp file is
     removed and ``dest`` is left as it was. With ``newer_than_existing`` the new file's mtime is
-    made later than that of the file it replaces, so a local etag always changes.
+    made later than that of the file it replaces, so a local etag always changes. ``observe`` sees
+    each chunk as it is appended; ``durable=False`` skips the fsyncs of the file and its folder
+    (see :meth:`script_ec2.store.interface.ObjectStore.download`).
     """
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -59,12 +63,15 @@ def atomic_write(
                     fh.write(chunk)
                 except OSError as exc:
                     raise local_error(exc, dest, "write") from exc
+                if observe is not None:
+                    observe(chunk)
 
             # Errors from fill are the source's (network, source file) and keep their type.
             fill(append)
             try:
                 fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    os.fsync(fh.fileno())
             except OSError as exc:
                 raise local_error(exc, dest, "write") from exc
             size = fh.tell()
@@ -82,7 +89,8 @@ def atomic_write(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(dest.parent)
+    if durable:
+        _fsync_dir(dest.parent)
     return size
 
 
@@ -124,11 +132,24 @@ class LocalStore:
             raise self._not_found(key)
         return _info(key, st)
 
-    def download(self, key: str, dest: Path) -> ObjectInfo:
+    def download(
+        self,
+        key: str,
+        dest: Path,
+        *,
+        durable: bool = True,
+        observe: Callable[[bytes], object] | None = None,
+    ) -> ObjectInfo:
         path = self._path(key)
         with self._open_object(key, path) as src:
             info = _info(key, os.fstat(src.fileno()))
-            atomic_write(dest, _copier(src, path), expected_size=info.size)
+            atomic_write(
+                dest,
+                _copier(src, path),
+                expected_size=info.size,
+                durable=durable,
+                observe=observe,
+            )
         return info
 
     def upload(self, src: Path, key: str) -> ObjectInfo:

@@ -129,7 +129,14 @@ class S3Store:
             last_modified=_utc(response["LastModified"]),
         )
 
-    def download(self, key: str, dest: Path) -> ObjectInfo:
+    def download(
+        self,
+        key: str,
+        dest: Path,
+        *,
+        durable: bool = True,
+        observe: Callable[[bytes], object] | None = None,
+    ) -> ObjectInfo:
         full_key = self._key(key)
         with self._errors("download", key):
             response = self._client.get_object(Bucket=self.bucket, Key=full_key)
@@ -140,7 +147,13 @@ class S3Store:
                     for chunk in body.iter_chunks(_DOWNLOAD_CHUNK):
                         append(chunk)
 
-                atomic_write(dest, write, expected_size=response["ContentLength"])
+                atomic_write(
+                    dest,
+                    write,
+                    expected_size=response["ContentLength"],
+                    durable=durable,
+                    observe=observe,
+                )
             finally:
                 body.close()
         return ObjectInfo(
