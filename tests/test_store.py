@@ -58,6 +58,30 @@ def leftovers(folder: Path) -> list[str]:
 # --- the same behaviour on both stores ------------------------------------------------------------
 
 
+def test_download_shows_every_chunk_to_observe_and_can_skip_fsync(
+    store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = os.urandom(3 * 1024 * 1024 + 17)  # several read chunks
+    store.put_bytes("big.bin", payload)
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    hasher = hashlib.sha256()
+    dest = tmp_path / "cache" / "big.bin"
+    info = store.download("big.bin", dest, durable=False, observe=hasher.update)
+    assert info.size == len(payload) and dest.read_bytes() == payload
+    assert hasher.hexdigest() == hashlib.sha256(payload).hexdigest()
+    assert synced == [] and leftovers(dest.parent) == []
+
+    store.download("big.bin", tmp_path / "durable.bin")
+    assert synced, "a default download fsyncs the file"
+
+
 def test_put_list_head_get_download_delete_round_trip(store: ObjectStore, tmp_path: Path) -> None:
     before = datetime.now(UTC) - timedelta(seconds=2)
     put = store.put_bytes("sessions.csv", b"a,b\n1,2\n")
