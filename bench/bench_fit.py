@@ -14,7 +14,9 @@ Figures:
 2. A cache hit through the CLI: ``python -m script_ec2 --quiet fit load-forecast ... -f json``
    once (the miss), then :data:`HIT_REPEATS` hits, each a whole child process; best, target
    <= 0.5 s. A further hit in ``python -c`` calling ``script_ec2.cli.main`` counts which of
-   scikit-learn, scipy and matplotlib it imported; target == 0.
+   scikit-learn, scipy and matplotlib it imported; target == 0. Its note also names which of
+   numpy and the SQLAlchemy ORM it imported (none: a JSON hit reads the stored arrays' bytes and
+   queries the results table with SQLAlchemy Core).
 3. Async with RabbitMQ (127.0.0.1:5672) and two ``script-ec2 worker --concurrency 1``
    processes on a queue of this run: 100 identical ``jobs.submit_fit`` requests must create
    exactly one job (target == 1), then 50 distinct requests (seeds vary) give a throughput in
@@ -47,6 +49,7 @@ LOOP_TARGET_RATIO = 20
 HIT_REPEATS = 5
 HIT_TARGET_S = 0.5
 HEAVY = ("sklearn", "scipy", "matplotlib")
+LEAN = ("numpy", "sqlalchemy.orm")  # also left out of a JSON hit; reported, no target
 IDENTICAL_REQUESTS = 100
 DISTINCT_REQUESTS = 50
 WORKERS = 2
@@ -278,7 +281,8 @@ def _cache_hit_figures(
         "from script_ec2.cli import main\n"
         f"rc = main({['--quiet', *args]!r})\n"
         f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})\n"
-        "print(json.dumps({'rc': rc, 'heavy': heavy}), file=sys.stderr)\n"
+        f"lean = sorted(set(sys.modules) & {set(LEAN)!r})\n"
+        "print(json.dumps({'rc': rc, 'heavy': heavy, 'lean': lean}), file=sys.stderr)\n"
     )
     checked = run_child([ctx.python, "-c", code], env=env)
     if not _fit_json(checked)["cached"]:
@@ -286,7 +290,7 @@ def _cache_hit_figures(
     report = json.loads(checked.stderr.strip().splitlines()[-1])
     if report["rc"] not in (0, None):
         raise BenchError(f"script_ec2.cli.main returned {report['rc']} on a cache hit")
-    heavy = report["heavy"]
+    heavy, lean = report["heavy"], report["lean"]
     return [
         Figure.measure(
             "fit cache hit, whole CLI process",
@@ -311,7 +315,8 @@ def _cache_hit_figures(
             note=(
                 "A cache hit run via python -c calling script_ec2.cli.main, then the top-level "
                 f"names in sys.modules among {', '.join(HEAVY)}: "
-                f"{', '.join(heavy) if heavy else 'none'}."
+                f"{', '.join(heavy) if heavy else 'none'}; of {', '.join(LEAN)}: "
+                f"{', '.join(lean) if lean else 'none'}."
             ),
         ),
     ]

@@ -4,11 +4,13 @@ The steps are separate so a queue worker can run them apart (:func:`fit` chains 
 
 * :func:`prepare` validates the parameters (:mod:`script_ec2.params`; every problem is a
   ParamError, exit 2), picks the newest complete registry version of every model the request
-  needs and computes the cache key. It reads only registry listings and ``model.json`` files
-  (:meth:`~script_ec2.registry.Registry.list`), never model arrays, so a cache hit neither loads
-  a model nor imports scikit-learn, scipy or matplotlib. A missing model is a
-  :class:`ModelNotAvailable` (exit 2) that lists the models there are.
-* :func:`lookup` returns a stored result and counts the hit.
+  needs and computes the cache key. It reads only the listing and the newest ``model.json`` of
+  each model it needs (:meth:`~script_ec2.registry.Registry.newest`), never model arrays, so a
+  cache hit neither loads a model nor imports numpy, scikit-learn, scipy or matplotlib. A missing
+  model is a :class:`ModelNotAvailable` (exit 2) that lists the models there are.
+* :func:`lookup` returns a stored result and counts the hit. :func:`result_document` (the JSON
+  form) reads its float64 tables straight from the stored ``.npz`` bytes, so a hit printed as
+  JSON does not import numpy either; tables, CSV and charts use numpy.
 * :func:`compute` loads the pinned versions (checksums verified, content hash compared with the
   key's), runs the algorithm and stores the result idempotently (:func:`script_ec2.results.save`).
 
@@ -260,8 +262,7 @@ def read_county_evs(data_store: ObjectStore) -> tuple[dict[str, float], str]:
 
 def _latest(registry: Registry, name: str) -> ModelVersion | None:
     """The newest complete version of ``name`` whose model.json is readable, or None."""
-    usable = [v for v in registry.list(name) if v.content_hash and v.problem is None]
-    return usable[-1] if usable else None
+    return registry.newest(name)
 
 
 def _control_name(county: str, rate: str) -> str:
@@ -555,6 +556,15 @@ def time_labels(steps: int) -> list[str]:
     return [f"{m // 60:02d}:{m % 60:02d}" for m in range(0, 24 * 60, minutes)]
 
 
+def _grid(result: StoredResult, *, full: bool) -> tuple[list[str], str, str]:
+    """(columns, uncontrolled array name, controlled array name) of :func:`profile_grid`."""
+    columns = [str(c) for c in result.meta.get("columns", [])]
+    suffix = "1440" if full and "uncontrolled_1440" in result.arrays else "96"
+    if f"uncontrolled_{suffix}" not in result.arrays:
+        raise DataError(f"stored result {result.key} has no uncontrolled profile")
+    return columns, f"uncontrolled_{suffix}", f"controlled_{suffix}"
+
+
 def profile_grid(
     result: StoredResult, *, full: bool
 ) -> tuple[list[str], np.ndarray, np.ndarray | None]:
@@ -564,20 +574,55 @@ def profile_grid(
     """
     import numpy as np
 
-    arrays = result.arrays
-    columns = [str(c) for c in result.meta.get("columns", [])]
-    suffix = "1440" if full and "uncontrolled_1440" in arrays else "96"
+    columns, uncontrolled, controlled = _grid(result, full=full)
 
     def table(name: str) -> np.ndarray | None:
-        array = arrays.get(f"{name}_{suffix}")
-        if array is None:
+        if name not in result.arrays:
             return None
+        array = result.arrays[name]
         return np.asarray(array, dtype=np.float64).reshape(array.shape[0], -1)
 
-    uncontrolled = table("uncontrolled")
-    if uncontrolled is None:
-        raise DataError(f"stored result {result.key} has no uncontrolled profile")
-    return columns, uncontrolled, table("controlled")
+    shown = table(uncontrolled)
+    assert shown is not None  # _grid checked it
+    return columns, shown, table(controlled)
+
+
+def _profile_columns(
+    result: StoredResult, *, full: bool
+) -> tuple[list[str], int, list[list[float]], list[list[float]] | None]:
+    """:func:`profile_grid` as (columns, steps, uncontrolled, controlled or None) with each table
+    a list of its columns as floats; without numpy when the stored arrays allow (see
+    :meth:`script_ec2.registry.NpzArrays.float64_columns`), so a cache hit need not import it."""
+    columns, uncontrolled, controlled = _grid(result, full=full)
+    steps, uncontrolled_columns = _float_columns(result.arrays, uncontrolled)
+    controlled_columns = None
+    if controlled in result.arrays:
+        controlled_columns = _float_columns(result.arrays, controlled)[1]
+    return columns, steps, uncontrolled_columns, controlled_columns
+
+
+def _float_columns(arrays: Mapping[str, np.ndarray], name: str) -> tuple[int, list[list[float]]]:
+    """(rows, columns as float lists) of ``arrays[name]`` reshaped to rows × columns."""
+    from script_ec2.registry import NpzArrays
+
+    if isinstance(arrays, NpzArrays):
+        read = arrays.float64_columns(name)
+        # A table of no rows is left to numpy, whose reshape refuses it, as it always did.
+        if read is not None and read[0] > 0:
+            return read
+    import numpy as np
+
+    array = arrays[name]
+    table = np.asarray(array, dtype=np.float64).reshape(array.shape[0], -1)
+    return table.shape[0], [table[:, i].tolist() for i in range(table.shape[1])]
+
+
+def _argmax(values: Sequence[float]) -> int:
+    """The index ``numpy.argmax`` gives: of the first NaN, else of the first largest value."""
+    for i, value in enumerate(values):
+        if math.isnan(value):
+            return i
+    return max(range(len(values)), key=values.__getitem__)
 
 
 def table_rows(
@@ -607,16 +652,18 @@ def table_rows(
     return ["time", *columns], rows
 
 
-def _by_column(columns: Sequence[str], table: np.ndarray | None) -> dict[str, list[float]] | None:
+def _by_column(
+    columns: Sequence[str], table: Sequence[list[float]] | None
+) -> dict[str, list[float]] | None:
     if table is None:
         return None
-    return {c: table[:, i].tolist() for i, c in enumerate(columns)}
+    return {c: table[i] for i, c in enumerate(columns)}
 
 
 def result_document(outcome: FitOutcome) -> dict[str, Any]:
     """The JSON form of a fit (stable keys): request, cache facts, meta, full-grid profiles."""
     result = outcome.result
-    columns, uncontrolled, controlled = profile_grid(result, full=True)
+    columns, steps, uncontrolled, controlled = _profile_columns(result, full=True)
     return {
         "key": result.key,
         "algorithm": result.algorithm,
@@ -628,7 +675,7 @@ def result_document(outcome: FitOutcome) -> dict[str, Any]:
         "created_at": result.created_at.isoformat(),
         "meta": result.meta,
         "columns": columns,
-        "time": time_labels(uncontrolled.shape[0]),
+        "time": time_labels(steps),
         "uncontrolled": _by_column(columns, uncontrolled),
         "controlled": _by_column(columns, controlled),
     }
@@ -658,11 +705,11 @@ def headline(result: StoredResult) -> str:
             f"(-{meta['peak_reduction_pct']:.1f} %), cost ${cost['uncontrolled']:,.2f} -> "
             f"${cost['controlled']:,.2f} per day"
         )
-    _, uncontrolled, controlled = profile_grid(result, full=True)
+    _, _, uncontrolled, controlled = _profile_columns(result, full=True)
     shown = controlled if controlled is not None else uncontrolled
-    total = shown[:, -1]
-    step = int(total.argmax())
-    peak_time = time_labels(shown.shape[0])[step]
+    total = shown[-1]
+    step = _argmax(total)
+    peak_time = time_labels(len(total))[step]
     variant = "controlled " if controlled is not None else ""
     return (
         f"{variant}peak {float(total[step]):,.0f} kW at {peak_time}; "

@@ -3,7 +3,8 @@
 No CLI, database or store here: :func:`forecast` takes validated parameters (see
 :mod:`script_ec2.params`), the session models' arrays, the county EV distribution and an optional
 control model, and returns arrays. :func:`session_model_names` and :func:`control_model_name` say
-which registry models a forecast needs.
+which registry models a forecast needs. numpy is imported by the functions that compute, not by
+this module, so planning a request (counts, model names), all a cache hit needs, stays light.
 
 **Vehicle counts** (upstream Gen B, spec 2.3): owners N = ``num_evs`` (state) or ``num_evs ·
 EVs_c / Σ EVs`` (county). Fast = ``fast_daily_use·fast_percent·N``, workplace =
@@ -54,14 +55,14 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from script_ec2.errors import DataError
-from script_ec2.gmm import SessionGmm
 from script_ec2.params import ALGORITHM_VERSIONS, LOAD_FORECAST, validate
 from script_ec2.registry import slug
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FINE_STEPS = 1440
 COARSE_STEPS = 96
@@ -212,6 +213,8 @@ def build_profile(
 
     ``start_hours`` are clock hours (taken modulo 24); energies above 24·``rate_kw`` are capped.
     """
+    import numpy as np
+
     _check_grid(time_steps)
     if rate_kw <= 0:
         raise ValueError(f"rate_kw must be positive, got {rate_kw}")
@@ -254,6 +257,8 @@ def per_vehicle_loop_profile(
 
     The slow, obvious reference (upstream's loop) for tests and benchmarks; never used in a fit.
     """
+    import numpy as np
+
     _check_grid(time_steps)
     per_hour = time_steps // HOURS_PER_DAY
     step_kwh = rate_kw / per_hour
@@ -312,6 +317,8 @@ def forecast(
     for every label of :func:`session_model_names`; ``control`` is the control model's
     ``(coef, intercept)`` when ``work_control`` is not 'none'.
     """
+    import numpy as np
+
     p = validate(LOAD_FORECAST, params)
     wants_control = p["work_control"] != "none"
     if wants_control != (control is not None):
@@ -373,6 +380,10 @@ def _sample(
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` (start hour, energy) draws for ``segment``; no model is needed when n is 0."""
+    import numpy as np
+
+    from script_ec2.gmm import SessionGmm
+
     if n == 0:
         return np.zeros(0), np.zeros(0)
     source = _model_source(segment.label, params)
@@ -398,6 +409,8 @@ def result_arrays(result: ForecastResult) -> dict[str, np.ndarray]:
 
     Each is float64, steps × :data:`COLUMNS`; 1440-step tables only when ``time_steps`` is 1440.
     """
+    import numpy as np
+
     out = {"uncontrolled_96": result.uncontrolled_96}
     if result.time_steps == FINE_STEPS:
         out["uncontrolled_1440"] = result.uncontrolled

@@ -69,6 +69,9 @@ Times are ``HH:MM`` on 15-minute boundaries, ``24:00`` allowed as an end; a rang
 before its start wraps midnight. Every problem is a :class:`~script_ec2.errors.UsageError`
 naming the file and the field. :meth:`Rate.to_json` gives the canonical form (96 energy prices,
 demand windows as sorted non-wrapping ranges, every key present), itself a valid rate file.
+
+numpy is imported by the functions that build or apply a rate, not by this module, so the names
+and defaults (:data:`RATE_NAMES`, :data:`DEFAULT_RATE`) cost a cached fit nothing.
 """
 
 from __future__ import annotations
@@ -80,11 +83,12 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from script_ec2.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SLOTS = 96
 SLOT_HOURS = 0.25
@@ -116,6 +120,8 @@ class DemandCharge:
     price: float
 
     def __post_init__(self) -> None:
+        import numpy as np
+
         mask = np.array(self.mask, dtype=bool)
         if mask.shape != (SLOTS,) or not mask.any():
             raise ValueError(f"demand charge {self.name!r}: mask must be 96 booleans, some true")
@@ -136,6 +142,8 @@ class Rate:
     source: str = field(default="", compare=False)  # where it came from, for messages only
 
     def __post_init__(self) -> None:
+        import numpy as np
+
         price = np.array(self.energy_price, dtype=float)
         if price.shape != (SLOTS,):
             raise ValueError(f"rate {self.name!r}: energy_price must have 96 values")
@@ -166,6 +174,8 @@ class Rate:
 
     def cost(self, profile_kw: np.ndarray) -> np.ndarray:
         """$ per day of aggregate profile(s) (..., 96) in kW: energy plus each demand charge."""
+        import numpy as np
+
         profile = np.asarray(profile_kw, dtype=float)
         if profile.shape[-1] != SLOTS:
             raise ValueError("profiles must have 96 slots in the last axis")
@@ -438,6 +448,8 @@ def _parse_time(text: str, field_name: str, source: str, *, end: bool) -> int:
 
 def _parse_ranges(value: Any, field_name: str, source: str) -> np.ndarray:
     """A 96-slot mask from ``["HH:MM-HH:MM", ...]``; ranges may wrap but must not overlap."""
+    import numpy as np
+
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:
         raise _fail(source, field_name, 'must be a non-empty list of "HH:MM-HH:MM" ranges')
     mask = np.zeros(SLOTS, dtype=bool)
@@ -460,6 +472,8 @@ def _parse_ranges(value: Any, field_name: str, source: str) -> np.ndarray:
 
 
 def _parse_periods(value: Any, source: str) -> dict[str, np.ndarray]:
+    import numpy as np
+
     if not isinstance(value, Mapping) or not value:
         raise _fail(source, "periods", "must be a table of period name -> list of time ranges")
     periods: dict[str, np.ndarray] = {}
@@ -487,6 +501,8 @@ def _parse_periods(value: Any, source: str) -> dict[str, np.ndarray]:
 def _parse_energy(
     fields: Mapping[str, Any], periods: Mapping[str, np.ndarray], source: str
 ) -> np.ndarray:
+    import numpy as np
+
     if "energy_price" in fields:
         if "energy" in fields or periods:
             raise _fail(source, "energy_price", "give energy_price or periods + energy, not both")
@@ -547,6 +563,8 @@ def _parse_demand(value: Any, periods: Mapping[str, np.ndarray], source: str) ->
 def _period_mask(
     value: Any, periods: Mapping[str, np.ndarray], field_name: str, source: str
 ) -> np.ndarray:
+    import numpy as np
+
     if isinstance(value, str) or not isinstance(value, Sequence) or not value:
         raise _fail(source, field_name, "must be a non-empty list of period names")
     mask = np.zeros(SLOTS, dtype=bool)
@@ -578,6 +596,8 @@ def slot_time(slot: int) -> str:
 
 def mask_to_ranges(mask: np.ndarray) -> list[str]:
     """Sorted, non-wrapping ``HH:MM-HH:MM`` ranges of the true runs of a 96-slot mask."""
+    import numpy as np
+
     padded = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
     edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
     return [f"{slot_time(a)}-{slot_time(b)}" for a, b in zip(edges[::2], edges[1::2], strict=True)]

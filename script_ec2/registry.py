@@ -45,24 +45,29 @@ as tables: segment, county, rate, period, counts — aggregates only), ``units``
 
 from __future__ import annotations
 
+import ast
 import builtins
 import contextlib
 import hashlib
 import io
 import json
+import math
 import re
+import struct
+import sys
 import unicodedata
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from script_ec2.errors import KeyNotFound, ScriptEc2Error, StoreError, UsageError
 from script_ec2.store.interface import ObjectInfo, ObjectStore
 from script_ec2.store.local import LocalStore
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SCHEMA_VERSION = 1
 ARTIFACT_FILES = ("model.json", "arrays.npz", "README.md", "SHA256SUMS")
@@ -201,6 +206,8 @@ def canonical_json(value: Any) -> str:
 
 
 def _json_default(value: Any) -> Any:
+    import numpy as np
+
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -214,6 +221,8 @@ def _json_default(value: Any) -> Any:
 
 def _normalised(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The arrays in name order, C-contiguous and little-endian; checks names and dtypes."""
+    import numpy as np
+
     if not arrays:
         raise ValueError("a model needs at least one array")
     result = {}
@@ -261,6 +270,8 @@ def content_hash(
 
 def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     """A standard ``.npz`` whose bytes depend only on the arrays (see the module docstring)."""
+    import numpy as np
+
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         for name, array in _normalised(arrays).items():
@@ -276,11 +287,107 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 def read_npz(data: bytes) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` file, read without pickles; :class:`ValueError` if unreadable."""
+    import numpy as np
+
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as exc:
         raise ValueError(f"not a readable .npz file ({type(exc).__name__})") from None
+
+
+class NpzArrays(Mapping[str, "np.ndarray"]):
+    """The arrays of ``.npz`` bytes as :func:`read_npz` reads them, but decoded on first use.
+
+    The names come from the zip directory at once (:class:`ValueError` if it is unreadable); the
+    first array asked for imports numpy and decodes them all. :meth:`float64_columns` reads a
+    float64 table with the standard library alone, so a caller that only needs the numbers as
+    Python floats (a cached fit printed as JSON) never imports numpy.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                members = archive.namelist()
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"not a readable .npz file ({type(exc).__name__})") from None
+        # As numpy.load, and so read_npz, names them: member "x.npy" holds the array "x".
+        self._members = {(m[:-4] if m.endswith(".npy") else m): m for m in members}
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._members:
+            raise KeyError(name)
+        if self._arrays is None:
+            self._arrays = read_npz(self.data)
+        return self._arrays[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._members
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __repr__(self) -> str:
+        return f"NpzArrays({', '.join(self._members)})"
+
+    def float64_columns(self, name: str) -> tuple[int, list[list[float]]] | None:
+        """(rows, columns as lists of floats) of the array ``name``, read without numpy.
+
+        A 1-D array is one column. None unless the array is a 1-D or 2-D, C-order, little-endian
+        float64 one (every array :func:`npz_bytes` writes from float64 data); read it with numpy
+        then. :class:`KeyError` if there is no such array.
+        """
+        with zipfile.ZipFile(io.BytesIO(self.data)) as archive:
+            return _npy_float64_columns(archive.read(self._members[name]))
+
+
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _npy_float64_columns(member: bytes) -> tuple[int, list[list[float]]] | None:
+    """(rows, columns) of a ``.npy`` file of a 1-D or 2-D C-order ``<f8`` array, else None."""
+    from array import array
+
+    if not member.startswith(_NPY_MAGIC) or len(member) < 12:
+        return None
+    major = member[6]
+    if major not in (1, 2, 3):
+        return None
+    # Format 1.0 has a 2-byte header length, 2.0 and 3.0 a 4-byte one.
+    (length,) = struct.unpack_from("<H" if major == 1 else "<I", member, 8)
+    start = 10 if major == 1 else 12
+    try:
+        header = ast.literal_eval(
+            member[start : start + length].decode("utf-8" if major == 3 else "latin-1")
+        )
+    except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
+        return None
+    if not isinstance(header, dict) or header.get("descr") != "<f8":
+        return None
+    shape = header.get("shape")
+    if (
+        header.get("fortran_order") is not False
+        or not isinstance(shape, tuple)
+        or len(shape) not in (1, 2)
+        or not all(isinstance(n, int) and n >= 0 for n in shape)
+    ):
+        return None
+    data = member[start + length :]
+    if len(data) != 8 * math.prod(shape):
+        return None
+    values = array("d")
+    values.frombytes(data)
+    if sys.byteorder != "little":
+        values.byteswap()
+    if len(shape) == 1:
+        return shape[0], [values.tolist()]
+    rows, width = shape
+    return rows, [values[i::width].tolist() for i in range(width)]
 
 
 def _sha256(data: bytes) -> str:
@@ -348,6 +455,8 @@ class Registry:
         libraries: Mapping[str, str] | None = None,
     ) -> SaveResult:
         """Store a new version of ``name``, or return the intact version with the same content."""
+        import numpy as np
+
         check_name(name)
         if not kind.strip() or not licence.strip() or not fingerprint.strip():
             raise ValueError("kind, licence and fingerprint must be non-empty")
@@ -467,6 +576,24 @@ class Registry:
                 if folder.complete:
                     result.append(self._version_of(folder, self._peek_meta(folder), published))
         return result
+
+    def newest(self, name: str) -> ModelVersion | None:
+        """The highest complete version of ``name`` with a readable model.json naming its
+        content hash, or None.
+
+        The same version as the last such entry of :meth:`list`, but only the model.json files
+        needed are read (on S3 each is a GET): the newest, older ones only while a newer one is
+        unreadable.
+        """
+        check_name(name)
+        scan = self._scan(name)
+        published = self._published(name, scan)
+        for folder in reversed(scan.versions(name)):
+            if folder.complete:
+                version = self._version_of(folder, self._peek_meta(folder), published)
+                if version.content_hash and version.problem is None:
+                    return version
+        return None
 
     def load(self, name: str, version: int | None = None) -> LoadedModel:
         """A verified version (``None``: the highest complete one); :class:`ModelError` if not."""

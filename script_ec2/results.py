@@ -12,10 +12,16 @@ insert hits the unique constraint and the row already there is returned, so two 
 one computation both succeed. ``replace=True`` (``fit --no-cache``) overwrites the row instead.
 Times are stored and returned in UTC. A key may be given by a unique prefix of at least
 :data:`MIN_PREFIX` hex digits, as ``git`` allows for commits.
+
+The table is queried through a lightweight SQLAlchemy Core construct (:func:`_table`), not the ORM
+class :class:`script_ec2.db.models.ResultRecord`, and a row's arrays are decoded only when read
+(:class:`script_ec2.registry.NpzArrays`): a cache hit printed as JSON imports neither the ORM
+nor numpy.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -46,7 +52,7 @@ class StoredResult:
     params: dict[str, Any]  # the validated parameters, defaults filled
     model_versions: dict[str, dict[str, Any]]  # name -> {"version": int, "content_hash": str}
     meta: dict[str, Any]
-    arrays: dict[str, np.ndarray]
+    arrays: Mapping[str, np.ndarray]  # from the database: a NpzArrays, decoded when first read
     created_at: datetime
     compute_seconds: float
     hits: int = 0
@@ -117,14 +123,33 @@ def decode_model_versions(text: str) -> dict[str, dict[str, Any]]:
 # --------------------------------------------------------------------------- reading rows
 
 
-def _record() -> Any:
-    from script_ec2.db.models import ResultRecord
+@functools.cache
+def _table() -> Any:
+    """The ``results`` table as a lightweight Core ``table()``, without the ORM.
 
-    return ResultRecord
+    Its columns and their types are those of :class:`script_ec2.db.models.ResultRecord` (the types
+    convert values: DateTime on SQLite, LargeBinary on PostgreSQL); a test holds the two equal.
+    """
+    from sqlalchemy import DateTime, Float, Integer, LargeBinary, String, Text, column, table
+
+    return table(
+        "results",
+        column("id", Integer),
+        column("key", String(64)),
+        column("algorithm", String(64)),
+        column("params", Text),
+        column("model_versions", Text),
+        column("meta", Text),
+        column("arrays", LargeBinary),
+        column("created_at", DateTime(timezone=True)),
+        column("compute_seconds", Float),
+        column("hits", Integer),
+        column("last_hit_at", DateTime(timezone=True)),
+    )
 
 
 def _stored(row: Row[Any]) -> StoredResult:
-    from script_ec2.registry import read_npz
+    from script_ec2.registry import NpzArrays
 
     document = json.loads(row.params)
     created = _utc(row.created_at)
@@ -135,7 +160,7 @@ def _stored(row: Row[Any]) -> StoredResult:
         params=dict(document.get("params", {})),
         model_versions=decode_model_versions(row.model_versions),
         meta=json.loads(row.meta),
-        arrays=read_npz(row.arrays),
+        arrays=NpzArrays(bytes(row.arrays)),
         created_at=created,
         compute_seconds=float(row.compute_seconds),
         hits=int(row.hits),
@@ -147,8 +172,8 @@ def _stored(row: Row[Any]) -> StoredResult:
 def _fetch(conn: Connection, key: str) -> StoredResult | None:
     from sqlalchemy import select
 
-    record = _record()
-    row = conn.execute(select(record.__table__).where(record.key == key)).first()
+    table = _table()
+    row = conn.execute(select(table).where(table.c.key == key)).first()
     return _stored(row) if row is not None else None
 
 
@@ -162,11 +187,11 @@ def _resolve_key(conn: Connection, key_or_prefix: str) -> str:
             f"invalid result key {key_or_prefix!r}: give the 64 hex digits of a key or a unique "
             f"prefix of at least {MIN_PREFIX} (see script-ec2 results list)"
         )
-    record = _record()
+    table = _table()
     # The prefix is validated hex, so it holds no LIKE wildcard; autoescape guards it anyway.
     found = (
         conn.execute(
-            select(record.key).where(record.key.startswith(text, autoescape=True)).limit(2)
+            select(table.c.key).where(table.c.key.startswith(text, autoescape=True)).limit(2)
         )
         .scalars()
         .all()
@@ -199,7 +224,7 @@ def save(
 
     from script_ec2.registry import npz_bytes
 
-    record = _record()
+    table = _table()
     values = {
         "algorithm": algorithm,
         "params": canonical,
@@ -213,14 +238,14 @@ def save(
     }
     if replace:
         with engine.begin() as conn:
-            changed = conn.execute(update(record).where(record.key == key).values(**values))
+            changed = conn.execute(update(table).where(table.c.key == key).values(**values))
             if changed.rowcount:
                 stored = _fetch(conn, key)
                 assert stored is not None
                 return stored
     try:
         with engine.begin() as conn:
-            conn.execute(insert(record).values(key=key, **values))
+            conn.execute(insert(table).values(key=key, **values))
     except IntegrityError:
         # Another process stored this key first: its row is the same computation.
         pass
@@ -235,13 +260,13 @@ def lookup(engine: Engine, key: str, *, count_hit: bool = True) -> StoredResult 
     """The result stored under exactly ``key``, counting the hit; None if there is none."""
     from sqlalchemy import update
 
-    record = _record()
+    table = _table()
     with engine.begin() as conn:
         if count_hit:
             changed = conn.execute(
-                update(record)
-                .where(record.key == key)
-                .values(hits=record.hits + 1, last_hit_at=now())
+                update(table)
+                .where(table.c.key == key)
+                .values(hits=table.c.hits + 1, last_hit_at=now())
             )
             if not changed.rowcount:
                 return None
@@ -254,18 +279,18 @@ def list_results(
     """Stored results, newest first (optionally one algorithm's, at most ``limit``)."""
     from sqlalchemy import func, select
 
-    record = _record()
+    table = _table()
     query = select(
-        record.key,
-        record.algorithm,
-        record.created_at,
-        record.compute_seconds,
-        record.hits,
-        record.last_hit_at,
-        func.length(record.arrays).label("size_bytes"),
-    ).order_by(record.created_at.desc(), record.id.desc())
+        table.c.key,
+        table.c.algorithm,
+        table.c.created_at,
+        table.c.compute_seconds,
+        table.c.hits,
+        table.c.last_hit_at,
+        func.length(table.c.arrays).label("size_bytes"),
+    ).order_by(table.c.created_at.desc(), table.c.id.desc())
     if algorithm is not None:
-        query = query.where(record.algorithm == algorithm)
+        query = query.where(table.c.algorithm == algorithm)
     if limit is not None:
         query = query.limit(limit)
     with engine.connect() as conn:
@@ -297,10 +322,10 @@ def remove(engine: Engine, key_or_prefix: str) -> str:
     """Delete the result with this key or unique key prefix; returns its full key."""
     from sqlalchemy import delete
 
-    record = _record()
+    table = _table()
     with engine.begin() as conn:
         key = _resolve_key(conn, key_or_prefix)
-        conn.execute(delete(record).where(record.key == key))
+        conn.execute(delete(table).where(table.c.key == key))
     return key
 
 
@@ -308,10 +333,10 @@ def prune(engine: Engine, older_than: timedelta, *, at: datetime | None = None) 
     """Delete results created more than ``older_than`` before ``at`` (default now); the count."""
     from sqlalchemy import delete
 
-    record = _record()
+    table = _table()
     cutoff = (at or now()) - older_than
     with engine.begin() as conn:
-        deleted = conn.execute(delete(record).where(record.created_at < cutoff))
+        deleted = conn.execute(delete(table).where(table.c.created_at < cutoff))
     return int(deleted.rowcount or 0)
 
 

@@ -578,6 +578,39 @@ def test_cache_hit_imports_no_heavy_library(env: Path, cli: Callable[..., Any]) 
     assert out.stderr.strip().splitlines()[-1] == "0 []"
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["load-forecast", "-p", "num_evs=2000", "-p", "publicl2_percent=0.1"],  # 1440 steps
+        ["load-forecast", *SMALL, "--controlled"],
+        ["load-control", "--county", "Santa Clara", "--rate", "e19"],
+    ],
+    ids=["forecast-1440", "forecast-controlled", "load-control"],
+)
+def test_json_cache_hit_imports_neither_numpy_nor_the_orm(
+    env: Path, cli: Callable[..., Any], args: list[str]
+) -> None:
+    """The lean path: a hit printed as JSON reads its tables from the stored .npz bytes."""
+    fit = ["fit", *args, "--format", "json"]
+    miss = cli(*fit)
+    assert miss.exit_code == 0, miss.stderr
+    code = (
+        "import sys\n"
+        "from script_ec2.cli import main\n"
+        f"rc = main({['--quiet', *fit]!r})\n"
+        "lean = {'numpy', 'sqlalchemy.orm', 'script_ec2.db.models', 'sklearn', 'scipy',\n"
+        "        'matplotlib', 'pandas', 'rich'}\n"
+        "print(rc, sorted(lean & set(sys.modules)), file=sys.stderr)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert out.stderr.strip().splitlines()[-1] == "0 []", out.stderr
+    hit, computed = json.loads(out.stdout), json.loads(miss.stdout)
+    assert hit["cached"] and not computed["cached"]
+    assert {**hit, "cached": False, "seconds": computed["seconds"]} == computed
+
+
 def test_async_without_a_broker_keeps_a_job_record_then_answers_from_cache(
     env: Path, cli: Callable[..., Any]
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -23,6 +24,7 @@ from script_ec2.registry import (
     ARTIFACT_FILES,
     SCHEMA_VERSION,
     ModelError,
+    NpzArrays,
     Registry,
     check_name,
     content_hash,
@@ -438,6 +440,130 @@ def test_unrelated_keys_are_ignored(tmp_path: Path) -> None:
     for key in ("README.txt", "Bad Name/1/model.json", f"{NAME}/latest/model.json", f"{NAME}/x"):
         store.put_bytes(key, b"x")
     assert [v.ref for v in registry.list()] == [f"{NAME}@1"]
+
+
+# --- the newest version, as a fit pins it -------------------------------------------------------
+
+
+def test_newest_is_the_last_usable_version_of_the_listing(
+    registry: Registry, store: ObjectStore
+) -> None:
+    assert registry.newest(NAME) is None
+    for scale in (1.0, 2.0, 3.0):
+        save(registry, arrays=arrays(scale=scale))
+    registry.mark_published(NAME, 2, "s3://public/models")
+    store.put_bytes(f"{NAME}/4/model.json", b"{}")  # an interrupted save: no SHA256SUMS
+    newest = registry.newest(NAME)
+    assert newest is not None and newest.version == 3
+    assert newest == registry.list(NAME)[-1]
+    # An unreadable model.json: the listing flags the version, newest() falls back past it.
+    store.put_bytes(f"{NAME}/3/model.json", b"not json")
+    fallback = registry.newest(NAME)
+    assert fallback is not None and fallback.version == 2 and fallback.published
+    assert fallback == registry.list(NAME)[1]
+    assert registry.newest("sessions-dc-fast-weekday") is None
+    with pytest.raises(UsageError):
+        registry.newest("Not A Name")
+
+
+def test_newest_reads_only_the_newest_model_json(tmp_path: Path) -> None:
+    read: list[str] = []
+
+    class CountingStore(LocalStore):
+        def get_bytes(self, key: str) -> bytes:
+            read.append(key)
+            return super().get_bytes(key)
+
+    registry = Registry(CountingStore(tmp_path))
+    for scale in (1.0, 2.0, 3.0):
+        save(registry, arrays=arrays(scale=scale))
+    read.clear()
+    assert [v.version for v in registry.list(NAME)] == [1, 2, 3]
+    assert len(read) == 3  # the listing reads every model.json
+    read.clear()
+    newest = registry.newest(NAME)
+    assert newest is not None and newest.version == 3
+    assert read == [f"{NAME}/3/model.json"]
+
+
+# --- arrays decoded on first use ----------------------------------------------------------------
+
+
+def _npz(members: dict[str, tuple[np.ndarray, tuple[int, int] | None]]) -> bytes:
+    """An .npz whose members are written as given (any layout or .npy format version)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, (array, version) in members.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, array, version=version, allow_pickle=False)
+            archive.writestr(f"{name}.npy", member.getvalue())
+    return buffer.getvalue()
+
+
+def _columns_by_numpy(array: np.ndarray) -> tuple[int, list[list[float]]]:
+    table = np.asarray(array, dtype=np.float64).reshape(array.shape[0], -1)
+    return table.shape[0], [table[:, i].tolist() for i in range(table.shape[1])]
+
+
+def test_npz_arrays_read_as_read_npz() -> None:
+    data = npz_bytes(arrays())
+    lazy = NpzArrays(data)
+    eager = read_npz(data)
+    assert list(lazy) == list(eager) and len(lazy) == len(eager)
+    assert "means" in lazy and "nothing" not in lazy and lazy.get("nothing") is None
+    with pytest.raises(KeyError):
+        lazy["nothing"]
+    with pytest.raises(KeyError):
+        lazy.float64_columns("nothing")
+    for name, array in eager.items():
+        assert lazy[name].dtype == array.dtype and lazy[name].tobytes() == array.tobytes()
+    assert lazy.float64_columns("means") == (2, [[8.0, 17.5], [10.0, 6.0]])
+    assert lazy.float64_columns("weights") == (2, [[0.25, 0.75]])
+    # Not a 1-D or 2-D float64 array: the caller reads it with numpy.
+    assert lazy.float64_columns("counts") is None  # int32
+    assert lazy.float64_columns("covariances") is None  # 3-D
+    assert lazy.float64_columns("shift_hours") is None  # 0-D
+    with pytest.raises(ValueError, match="not a readable"):
+        NpzArrays(b"PK\x03\x04 truncated")
+
+
+def test_npz_arrays_read_every_npy_version_and_refuse_other_layouts() -> None:
+    table = np.arange(12.0).reshape(4, 3) - 5.5
+    lazy = NpzArrays(
+        _npz(
+            {
+                "v1": (table, (1, 0)),
+                "v2": (table, (2, 0)),
+                "v3": (table, (3, 0)),
+                "fortran": (np.asfortranarray(table), None),
+                "big_endian": (table.astype(">f8"), None),
+                "single": (table.astype(np.float32), None),
+            }
+        )
+    )
+    for name in ("v1", "v2", "v3"):
+        assert lazy.float64_columns(name) == _columns_by_numpy(table), name
+    for name in ("fortran", "big_endian", "single"):
+        assert lazy.float64_columns(name) is None, name
+        assert lazy[name].tolist() == table.tolist(), name
+
+
+_floats64 = st.floats(allow_nan=True, allow_infinity=True, width=64)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=2, max_side=6), elements=_floats64)
+)
+def test_property_float64_columns_are_numpys_bit_for_bit(array: np.ndarray) -> None:
+    read = NpzArrays(npz_bytes({"table": array})).float64_columns("table")
+    assert read is not None
+    rows, columns = read
+    expected_rows, expected = _columns_by_numpy(array)
+    assert rows == expected_rows and len(columns) == len(expected)
+    for got, want in zip(columns, expected, strict=True):
+        assert all(type(v) is float for v in got)
+        assert struct.pack(f"<{len(got)}d", *got) == struct.pack(f"<{len(want)}d", *want)
 
 
 @pytest.mark.parametrize(

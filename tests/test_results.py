@@ -140,6 +140,29 @@ def test_describe_summarises_arrays(engine: Engine) -> None:
     json.dumps(described)  # plain JSON values only
 
 
+def test_core_table_matches_the_orm_model() -> None:
+    """results.py queries a Core table(); it must keep the ORM model's columns and types."""
+    from script_ec2.db.models import ResultRecord
+
+    orm = ResultRecord.__table__.columns
+    core = results._table().columns
+    assert [c.name for c in core] == [c.name for c in orm]
+    for column in orm:
+        assert repr(core[column.name].type) == repr(column.type), column.name
+
+
+def test_lookup_reads_arrays_without_decoding_them(engine: Engine) -> None:
+    from script_ec2.registry import NpzArrays
+
+    key = "9" * 64
+    _save(engine, key)
+    found = results.lookup(engine, key)
+    assert found is not None and isinstance(found.arrays, NpzArrays)
+    assert sorted(found.arrays) == ["uncontrolled_1440", "uncontrolled_96"]
+    table = _arrays()["uncontrolled_96"]
+    assert found.arrays.float64_columns("uncontrolled_96") == (96, table.T.tolist())
+
+
 def test_model_versions_encoding_round_trips() -> None:
     text = results.encode_model_versions(VERSIONS)
     assert json.loads(text) == {

@@ -186,10 +186,11 @@ def _run(ctx: typer.Context, algorithm: str | None, request: _Request) -> None:
     from script_ec2 import fitting
     from script_ec2.output import check_format
     from script_ec2.params import LOAD_CONTROL, read_params_file
-    from script_ec2.plot import check_png_path
 
     check_format(request.fmt)
     if request.plot is not None:
+        from script_ec2.plot import check_png_path
+
         check_png_path(request.plot)
     file_algorithm, file_values = (
         read_params_file(request.params_file) if request.params_file else (None, {})
