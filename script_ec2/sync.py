@@ -248,7 +248,8 @@ def _fetch_all(
     calls against 17,223 with two, and cost 5-10 % more CPU for the same wall time. The other
     workers download meanwhile.
     """
-    todo: Iterator[ObjectInfo] = iter(plan.to_fetch)
+    # Largest first: the pass ends with small objects instead of one big ingest on one core.
+    todo: Iterator[ObjectInfo] = iter(sorted(plan.to_fetch, key=lambda o: (-o.size, o.key)))
     running: dict[Future[_Fetched], ObjectInfo] = {}
     ingest_slots = threading.BoundedSemaphore(max(1, min(concurrency, os.cpu_count() or 1)))
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="sync") as pool:
