@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from script_ec2.sync import CacheLayout
 
 SESSION_PARTS = ("zip", "stations", "month", "segment")
-INTERVAL_PARTS = ("slots", "days")
 
 
 def recompute_dirty(engine: Engine, source: str, layout: CacheLayout) -> list[str]:
@@ -70,8 +69,9 @@ def rebuild(
     with engine.connect() as conn:
         objects = _contributing_objects(conn, source)
     wanted = set(counties) if counties is not None else {c for _, _, cs in objects for c in cs}
-    frames = _load_parts(layout, objects, wanted)
-    rows = compute(frames, wanted)
+    parts = _load_parts(layout, objects, wanted)
+    peak_power, peak_daily = _interval_peaks(layout, objects, wanted)
+    rows = compute(parts, wanted, peak_power=peak_power, peak_daily=peak_daily)
     now = datetime.now(UTC)
     with engine.begin() as conn:
         for table in (CountyStats, CountyMonthStats, CountySegmentStats, ZipStats):
@@ -115,36 +115,99 @@ def _contributing_objects(conn: Connection, source: str) -> list[tuple[str, str,
 def _load_parts(
     layout: CacheLayout, objects: list[tuple[str, str, list[str]]], counties: set[str]
 ) -> dict[str, pa.Table | None]:
-    """Every contributing object's partials of ``counties``, one Arrow table per part."""
+    """The session objects' partials of ``counties``, one Arrow table per part (small: one row
+    per zip, station, month or segment of each object)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    found: dict[str, list[pa.Table]] = {p: [] for p in SESSION_PARTS + INTERVAL_PARTS}
-    value_set = pa.array(sorted(counties), pa.string())
+    found: dict[str, list[pa.Table]] = {p: [] for p in SESSION_PARTS}
     for kind, stem, object_counties in objects:
-        if not counties.intersection(object_counties):
+        if kind != "sessions" or not counties.intersection(object_counties):
             continue
-        for part in SESSION_PARTS if kind == "sessions" else INTERVAL_PARTS:
-            path: Path = layout.objects / f"{stem}.agg.{part}.parquet"
-            # ParquetFile.read is ~2x faster per small file than read_table with filters.
-            table = pq.ParquetFile(path).read(use_threads=False)
-            if not counties.issuperset(object_counties):
-                table = table.filter(pc.is_in(table["county"], value_set=value_set))
-            found[part].append(table)
+        for part in SESSION_PARTS:
+            found[part].append(_read_part(layout, stem, part, counties, object_counties))
     return {
         p: pa.concat_tables(ts, promote_options="default") if ts else None
         for p, ts in found.items()
     }
 
 
-def compute(
-    parts: dict[str, pa.Table | None], counties: set[str]
-) -> dict[str, list[dict[str, Any]]]:
-    """Combine partial aggregates into statistics rows (pure; exposed for tests).
+def _read_part(
+    layout: CacheLayout,
+    stem: str,
+    part: str,
+    counties: set[str],
+    object_counties: list[str],
+    columns: list[str] | None = None,
+) -> pa.Table:
+    """One object's partial ``part``, only its rows of ``counties`` (and only ``columns``)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
-    All grouping runs in Arrow (no pandas): the slot partials of a large county are millions of
-    rows, and sync should not pay pandas' import for a few group-bys.
+    path: Path = layout.objects / f"{stem}.agg.{part}.parquet"
+    # ParquetFile.read is ~2x faster per small file than read_table with filters.
+    if counties.issuperset(object_counties):
+        return pq.ParquetFile(path).read(columns=columns, use_threads=False)
+    wanted = None if columns is None else sorted({*columns, "county"})
+    table = pq.ParquetFile(path).read(columns=wanted, use_threads=False)
+    table = table.filter(pc.is_in(table["county"], value_set=pa.array(sorted(counties))))
+    return table if columns is None else table.select(columns)
+
+
+def _interval_peaks(
+    layout: CacheLayout, objects: list[tuple[str, str, list[str]]], counties: set[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per county, (peak aggregate power, peak daily energy), one county at a time.
+
+    The slot partials are the only large input (one row per 15-minute slot of each interval
+    object: about 1.1 million rows for the 1x benchmark data); reading one county's at a time,
+    without the text columns, keeps the rebuild's memory at that of its largest county.
+    """
+    by_county: dict[str, list[tuple[str, list[str]]]] = {}
+    for kind, stem, object_counties in objects:
+        if kind != "intervals":
+            continue
+        for county in counties.intersection(object_counties):
+            by_county.setdefault(county, []).append((stem, object_counties))
+    peak_power: dict[str, float] = {}
+    peak_daily: dict[str, float] = {}
+    for county, members in sorted(by_county.items()):
+        for peaks, part, by, value in (
+            (peak_power, "slots", "slot", "average_power_kw"),
+            (peak_daily, "days", "date", "energy_kwh"),
+        ):
+            tables = [
+                _read_part(layout, stem, part, {county}, object_counties, [by, value])
+                for stem, object_counties in members
+            ]
+            peak = _largest_total(tables, by, value)
+            if peak is not None:
+                peaks[county] = peak
+    return peak_power, peak_daily
+
+
+def _largest_total(tables: list[pa.Table], by: str, value: str) -> float | None:
+    """The largest sum of ``value`` over the groups of ``by``; None when there are no rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    combined = pa.concat_tables(tables)
+    if not combined.num_rows:
+        return None
+    totals = combined.group_by(by, use_threads=False).aggregate([(value, "sum")])
+    return float(pc.max(totals[f"{value}_sum"]).as_py())
+
+
+def compute(
+    parts: dict[str, pa.Table | None],
+    counties: set[str],
+    *,
+    peak_power: dict[str, float],
+    peak_daily: dict[str, float],
+) -> dict[str, list[dict[str, Any]]]:
+    """Combine the session partials and the interval peaks into statistics rows (pure).
+
+    All grouping runs in Arrow: sync should not pay pandas' import for a few group-bys.
     """
     import pyarrow.compute as pc
 
@@ -178,8 +241,6 @@ def compute(
         zip_counts = _distinct_count(active, "zip")
         per_zip = {r["county"]: {**r, "zips": zip_counts.get(r["county"], 0)} for r in per_county}
     station_counts = _distinct_count(stations, "station_id") if stations is not None else {}
-    peak_power = _peak(parts["slots"], "slot", "average_power_kw")
-    peak_daily = _peak(parts["days"], "date", "energy_kwh")
     for county in sorted(counties):
         totals = per_zip.get(county)
         if totals is None and county not in peak_power:
@@ -241,20 +302,6 @@ def _only_valid() -> Any:
     import pyarrow.compute as pc
 
     return pc.CountOptions(mode="only_valid")
-
-
-def _peak(table: pa.Table | None, by: str, value: str) -> dict[str, float]:
-    """Per county, the largest total of ``value`` over the ``by`` groups."""
-    if table is None or not table.num_rows:
-        return {}
-    totals = table.group_by(["county", by], use_threads=False).aggregate([(value, "sum")])
-    peaks = totals.group_by("county", use_threads=False).aggregate([(f"{value}_sum", "max")])
-    return {
-        str(c): float(v)
-        for c, v in zip(
-            peaks["county"].to_pylist(), peaks[f"{value}_sum_max"].to_pylist(), strict=True
-        )
-    }
 
 
 def read_stats(engine: Engine, source: str, by: str, county: str | None) -> list[dict[str, Any]]:
