@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from script_ec2 import log
+from script_ec2 import faults, log
 from script_ec2.errors import EXIT_TIMEOUT, DatabaseError, ScriptEc2Error, UsageError
 from script_ec2.settings import mask_url
 
@@ -49,6 +49,9 @@ EMBEDDED_PREFIX = "embedded:"
 EXIT_WAIT_TIMEOUT = EXIT_TIMEOUT
 _SUBMIT_TRIES = 10
 _PROGRESS_EVERY_S = 0.5
+# A broker-mode job still without enqueued_at this long after it was created was never handed to
+# the broker: publishing takes milliseconds, or fails and fails the job (see submit_job).
+ENQUEUE_GRACE_S = 60.0
 
 Progress = Callable[[float], None]
 Runner = Callable[["AppContext", "Job", Progress], "str | None"]
@@ -82,6 +85,7 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    enqueued_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -103,6 +107,7 @@ class Job:
             "attempts": self.attempts,
             "worker": self.worker,
             "created_at": self.created_at,
+            "enqueued_at": self.enqueued_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "params": self.params,
@@ -196,6 +201,9 @@ def submit(
         if _embedded_process_dead(existing):
             _fail_dead_embedded(engine, existing)
             continue
+        if never_enqueued(existing):
+            _fail_never_enqueued(engine, existing)
+            continue
         if not _join(engine, existing, targets):
             continue  # it finished while we joined: a new job is due
         log.event("job joined", job_id=existing.id, kind=kind, key=key[:16])
@@ -279,12 +287,15 @@ def submit_job(
         return Submission(job_id=job.id, cached_result=None, joined=False)
     from script_ec2.tasks import BrokerUnavailable, enqueue
 
+    faults.checkpoint("before_enqueue")
     try:
         enqueue(app_ctx.settings, job)
     except BrokerUnavailable as exc:
         # A queued job no message will ever start would block its key for good.
         finish(app_ctx.engine, job.id, error=f"could not be queued: {exc}")
         raise
+    faults.checkpoint("after_enqueue")
+    _mark_enqueued(app_ctx.engine, job.id)
     return Submission(job_id=job.id, cached_result=None, joined=False)
 
 
@@ -347,6 +358,9 @@ def wait(
         job = get(engine, job_id)
         if not job.finished and _embedded_process_dead(job):
             _fail_dead_embedded(engine, job)
+            continue
+        if never_enqueued(job):
+            _fail_never_enqueued(engine, job)
             continue
         if job.finished:
             return job
@@ -588,6 +602,7 @@ def _job(row: Row[Any]) -> Job:
         created_at=created,
         started_at=_aware(m["started_at"]),
         finished_at=_aware(m["finished_at"]),
+        enqueued_at=_aware(m["enqueued_at"]),
     )
 
 
@@ -660,6 +675,42 @@ def _embedded_process_dead(job: Job) -> bool:
     except PermissionError:
         return False  # alive, owned by another user
     return False
+
+
+def never_enqueued(job: Job, *, now: datetime | None = None) -> bool:
+    """True for a queued broker-mode job whose message never reached the broker.
+
+    That happens when the submitting process dies between inserting the job and publishing it.
+    No worker will ever start it, so waiting for it, or joining it, would wait for ever. A job
+    younger than :data:`ENQUEUE_GRACE_S` may still be being published and is left alone.
+    """
+    if job.state != QUEUED or job.enqueued_at is not None:
+        return False
+    if (job.worker or "").startswith(EMBEDDED_PREFIX):
+        return False  # embedded jobs never go through the broker
+    return ((now or _now()) - job.created_at).total_seconds() > ENQUEUE_GRACE_S
+
+
+def _fail_never_enqueued(engine: Engine, job: Job) -> None:
+    finish(
+        engine,
+        job.id,
+        error="never reached the broker: the process that queued it stopped before handing it "
+        "over; submit again",
+    )
+
+
+def _mark_enqueued(engine: Engine, job_id: str) -> None:
+    from sqlalchemy import update
+
+    from script_ec2.db.models import JobRecord
+
+    with engine.begin() as conn:
+        conn.execute(
+            update(JobRecord)
+            .where(JobRecord.id == job_id, JobRecord.enqueued_at.is_(None))
+            .values(enqueued_at=_now())
+        )
 
 
 def _fail_dead_embedded(engine: Engine, job: Job) -> None:

@@ -24,7 +24,7 @@ from script_ec2.db.reference import county_names, load_lookup_csv, zip_to_county
 from script_ec2.errors import DatabaseUnavailable, SchemaOutOfDate, UsageError
 from tests.conftest import Result, free_port
 
-HEAD = "0004"
+HEAD = "0005"
 RUN_UPGRADE = f"database schema at none, code expects {HEAD}: run script-ec2 db upgrade"
 Cli = Callable[..., Result]
 

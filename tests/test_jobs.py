@@ -260,6 +260,56 @@ def test_a_dead_embedded_run_does_not_block_its_key(
     assert counting.calls == [fresh.job_id]
 
 
+def backdate(ctx: AppContext, job_id: str, seconds: float) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    job = jobs.get(ctx.engine, job_id)
+    with ctx.engine.begin() as conn:
+        conn.execute(
+            update(JobRecord)
+            .where(JobRecord.id == job_id)
+            .values(created_at=job.created_at - timedelta(seconds=seconds))
+        )
+
+
+def test_a_job_that_never_reached_the_broker_does_not_block_its_key(
+    any_db_ctx: AppContext,
+) -> None:
+    """The submitter died between inserting the job and publishing it: nothing will start it."""
+    engine = any_db_ctx.engine
+    orphan, _ = jobs.submit(engine, kind="fit", key=KEY, params={})
+    assert orphan.enqueued_at is None and not jobs.never_enqueued(orphan)
+    # Within the grace period it may still be being published: identical requests join it.
+    joined, was_joined = jobs.submit(engine, kind="fit", key=KEY, params={})
+    assert was_joined and joined.id == orphan.id
+
+    backdate(any_db_ctx, orphan.id, jobs.ENQUEUE_GRACE_S + 5)
+    assert jobs.never_enqueued(jobs.get(engine, orphan.id))
+    waited = jobs.wait(engine, orphan.id, timeout=5)
+    assert waited.state == jobs.FAILED
+    assert "never reached the broker" in (waited.error or "")
+
+    second, _ = jobs.submit(engine, kind="fit", key=KEY, params={})
+    backdate(any_db_ctx, second.id, jobs.ENQUEUE_GRACE_S + 5)
+    fresh, was_joined = jobs.submit(engine, kind="fit", key=KEY, params={})
+    assert not was_joined and fresh.id not in (orphan.id, second.id)
+    assert jobs.get(engine, second.id).state == jobs.FAILED
+
+
+def test_an_old_job_the_broker_has_is_still_joined(any_db_ctx: AppContext) -> None:
+    """Waiting long in the queue (busy workers) is not the same as never being queued."""
+    engine = any_db_ctx.engine
+    queued, _ = jobs.submit(engine, kind="fit", key=KEY, params={})
+    jobs._mark_enqueued(engine, queued.id)
+    backdate(any_db_ctx, queued.id, 10 * jobs.ENQUEUE_GRACE_S)
+    job = jobs.get(engine, queued.id)
+    assert job.enqueued_at is not None and not jobs.never_enqueued(job)
+    joined, was_joined = jobs.submit(engine, kind="fit", key=KEY, params={})
+    assert was_joined and joined.id == queued.id and joined.state == jobs.QUEUED
+
+
 # --------------------------------------------------------------------------- idempotent runs
 
 

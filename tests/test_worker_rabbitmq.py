@@ -188,6 +188,42 @@ def test_a_hundred_identical_requests_make_one_computation(
     ctx.engine.dispose()
 
 
+def test_a_submitter_killed_before_publishing_leaves_no_blocked_key(broker: BrokerSetup) -> None:
+    """kill -9 between the job insert and the publish: the job is recognised and replaced."""
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    def submit_sync(**env: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "script_ec2", "sync", "--async", "--format", "json"]
+        return subprocess.run(
+            command, env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+        )
+
+    ctx = broker.context()
+    killed = submit_sync(SCRIPT_EC2_CRASH_AT="before_enqueue")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [orphan] = jobs.list_jobs(ctx.engine)
+    assert (orphan.state, orphan.enqueued_at) == (jobs.QUEUED, None)
+
+    with ctx.engine.begin() as conn:  # as if the grace period had passed
+        conn.execute(
+            update(JobRecord)
+            .where(JobRecord.id == orphan.id)
+            .values(created_at=orphan.created_at - timedelta(seconds=2 * jobs.ENQUEUE_GRACE_S))
+        )
+    resubmitted = submit_sync()
+    assert resubmitted.returncode == 0, resubmitted.stderr
+    fresh = json.loads(resubmitted.stdout)
+    assert fresh["job_id"] != orphan.id and fresh["joined"] is False
+    stale = jobs.get(ctx.engine, orphan.id)
+    assert stale.state == jobs.FAILED and "never reached the broker" in (stale.error or "")
+    assert jobs.get(ctx.engine, fresh["job_id"]).enqueued_at is not None
+    ctx.engine.dispose()
+
+
 # --------------------------------------------------------------------------- redelivery
 
 

@@ -231,5 +231,8 @@ class JobRecord(Base):
     notify: Mapped[str] = mapped_column(Text, default="{}")  # JSON: webhook URL, email
     notifications: Mapped[str] = mapped_column(Text, default="[]")  # JSON delivery log
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # When the broker accepted its message; None while only the table knows the job (embedded
+    # jobs never get one). See jobs.never_enqueued.
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
