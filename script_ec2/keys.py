@@ -10,6 +10,19 @@ from typing import Literal
 
 Kind = Literal["sessions", "intervals"]
 
+# The partial aggregates ingest writes beside each object's rows (``<stem>.agg.<part>.parquet``);
+# a test keeps these equal to script_ec2.ingest's SESSION_AGGREGATES and INTERVAL_AGGREGATES.
+CACHE_PARTS: dict[Kind, tuple[str, ...]] = {
+    "sessions": ("zip", "stations", "month", "segment"),
+    "intervals": ("slots", "days"),
+}
+
+
+def cache_file_names(stem: str, kind: Kind) -> list[str]:
+    """The cache files of one ingested object: its rows, then its partial aggregates."""
+    return [f"{stem}.parquet", *(f"{stem}.agg.{part}.parquet" for part in CACHE_PARTS[kind])]
+
+
 _KEY_RE = re.compile(
     r"(?:^|/)evsezip(\d{5})_(sessions|intervals)\.(?:csv|csv\.gz|parquet)$", re.IGNORECASE
 )

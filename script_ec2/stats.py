@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from script_ec2.errors import DataError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -68,7 +71,7 @@ def rebuild(
 
     with engine.connect() as conn:
         objects = _contributing_objects(conn, source)
-    wanted = set(counties) if counties is not None else {c for _, _, cs in objects for c in cs}
+    wanted = set(counties) if counties is not None else {c for o in objects for c in o.counties}
     parts = _load_parts(layout, objects, wanted)
     peak_power, peak_daily = _interval_peaks(layout, objects, wanted)
     rows = compute(parts, wanted, peak_power=peak_power, peak_daily=peak_daily)
@@ -98,33 +101,42 @@ def rebuild(
     return sorted(wanted)
 
 
-def _contributing_objects(conn: Connection, source: str) -> list[tuple[str, str, list[str]]]:
-    """(kind, cache stem, counties) of every ledger entry whose cached rows count."""
+@dataclass(frozen=True)
+class _Object:
+    """A ledger entry whose cached rows count: its key, kind, cache stem and counties."""
+
+    key: str
+    kind: str
+    stem: str
+    counties: list[str]
+
+
+def _contributing_objects(conn: Connection, source: str) -> list[_Object]:
     from sqlalchemy import select
 
     from script_ec2.db.models import LedgerEntry
 
     rows = conn.execute(
-        select(LedgerEntry.kind, LedgerEntry.cache_stem, LedgerEntry.counties).where(
-            LedgerEntry.source == source, LedgerEntry.cache_stem.is_not(None)
-        )
+        select(
+            LedgerEntry.key, LedgerEntry.kind, LedgerEntry.cache_stem, LedgerEntry.counties
+        ).where(LedgerEntry.source == source, LedgerEntry.cache_stem.is_not(None))
     )
-    return [(r.kind, r.cache_stem, json.loads(r.counties)) for r in rows]
+    return [_Object(r.key, r.kind, r.cache_stem, json.loads(r.counties)) for r in rows]
 
 
 def _load_parts(
-    layout: CacheLayout, objects: list[tuple[str, str, list[str]]], counties: set[str]
+    layout: CacheLayout, objects: list[_Object], counties: set[str]
 ) -> dict[str, pa.Table | None]:
     """The session objects' partials of ``counties``, one Arrow table per part (small: one row
     per zip, station, month or segment of each object)."""
     import pyarrow as pa
 
     found: dict[str, list[pa.Table]] = {p: [] for p in SESSION_PARTS}
-    for kind, stem, object_counties in objects:
-        if kind != "sessions" or not counties.intersection(object_counties):
+    for obj in objects:
+        if obj.kind != "sessions" or not counties.intersection(obj.counties):
             continue
         for part in SESSION_PARTS:
-            found[part].append(_read_part(layout, stem, part, counties, object_counties))
+            found[part].append(_read_part(layout, obj, part, counties))
     return {
         p: pa.concat_tables(ts, promote_options="default") if ts else None
         for p, ts in found.items()
@@ -133,29 +145,44 @@ def _load_parts(
 
 def _read_part(
     layout: CacheLayout,
-    stem: str,
+    obj: _Object,
     part: str,
     counties: set[str],
-    object_counties: list[str],
     columns: list[str] | None = None,
 ) -> pa.Table:
-    """One object's partial ``part``, only its rows of ``counties`` (and only ``columns``)."""
+    """One object's partial ``part``, only its rows of ``counties`` (and only ``columns``).
+
+    A missing or unreadable file is a :class:`DataError` naming the object: ``sync`` fetches
+    such an object again (see :meth:`script_ec2.sync.CacheLayout.has_rows`).
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    path: Path = layout.objects / f"{stem}.agg.{part}.parquet"
-    # ParquetFile.read is ~2x faster per small file than read_table with filters.
-    if counties.issuperset(object_counties):
-        return pq.ParquetFile(path).read(columns=columns, use_threads=False)
-    wanted = None if columns is None else sorted({*columns, "county"})
-    table = pq.ParquetFile(path).read(columns=wanted, use_threads=False)
+    path: Path = layout.objects / f"{obj.stem}.agg.{part}.parquet"
+    everything = counties.issuperset(obj.counties)
+    wanted = None if columns is None or everything else sorted({*columns, "county"})
+    failure: str | None = None
+    try:
+        # ParquetFile.read is ~2x faster per small file than read_table with filters.
+        table = pq.ParquetFile(path).read(columns=columns if everything else wanted)
+    except FileNotFoundError:
+        failure = "is missing"
+    except (OSError, pa.ArrowException):
+        failure = "cannot be read (delete it)"
+    if failure is not None:
+        raise DataError(
+            f"the cached {part!r} aggregate of {obj.key} {failure}: {path}; then run "
+            "script-ec2 sync to fetch the object again"
+        )
+    if everything:
+        return table
     table = table.filter(pc.is_in(table["county"], value_set=pa.array(sorted(counties))))
     return table if columns is None else table.select(columns)
 
 
 def _interval_peaks(
-    layout: CacheLayout, objects: list[tuple[str, str, list[str]]], counties: set[str]
+    layout: CacheLayout, objects: list[_Object], counties: set[str]
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Per county, (peak aggregate power, peak daily energy), one county at a time.
 
@@ -163,12 +190,12 @@ def _interval_peaks(
     object: about 1.1 million rows for the 1x benchmark data); reading one county's at a time,
     without the text columns, keeps the rebuild's memory at that of its largest county.
     """
-    by_county: dict[str, list[tuple[str, list[str]]]] = {}
-    for kind, stem, object_counties in objects:
-        if kind != "intervals":
+    by_county: dict[str, list[_Object]] = {}
+    for obj in objects:
+        if obj.kind != "intervals":
             continue
-        for county in counties.intersection(object_counties):
-            by_county.setdefault(county, []).append((stem, object_counties))
+        for county in counties.intersection(obj.counties):
+            by_county.setdefault(county, []).append(obj)
     peak_power: dict[str, float] = {}
     peak_daily: dict[str, float] = {}
     for county, members in sorted(by_county.items()):
@@ -176,10 +203,7 @@ def _interval_peaks(
             (peak_power, "slots", "slot", "average_power_kw"),
             (peak_daily, "days", "date", "energy_kwh"),
         ):
-            tables = [
-                _read_part(layout, stem, part, {county}, object_counties, [by, value])
-                for stem, object_counties in members
-            ]
+            tables = [_read_part(layout, obj, part, {county}, [by, value]) for obj in members]
             peak = _largest_total(tables, by, value)
             if peak is not None:
                 peaks[county] = peak

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,7 +38,7 @@ from script_ec2.store.uri import clean_key
 from script_ec2.tracking import MASS_DELETE_SHARE, Plan, Tracked, make_plan, mass_delete_refused
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
     from script_ec2.ingest import IngestResult
 
@@ -68,6 +68,7 @@ class SyncSummary:
     dropped_rows: Counter[str] = field(default_factory=Counter)
     clipped_rows: Counter[str] = field(default_factory=Counter)
     counties_updated: list[str] = field(default_factory=list)
+    lost_from_cache: list[str] = field(default_factory=list)
     plan: dict[str, list[str]] | None = None
     interrupted: bool = False
 
@@ -89,6 +90,7 @@ class SyncSummary:
             "dropped_rows": dict(sorted(self.dropped_rows.items())),
             "clipped_rows": dict(sorted(self.clipped_rows.items())),
             "counties_updated": self.counties_updated,
+            "lost_from_cache": self.lost_from_cache,
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
             "source": self.source,
@@ -124,15 +126,25 @@ class CacheLayout:
         return self.raw / key
 
     def has_rows(self, tracked: Tracked) -> bool:
-        """False when an ingested object's cached rows are missing here (fetch it again).
+        """False when an ingested object's cache files are not all here (fetch it again).
 
-        The row file is renamed into place last, so its presence means the set is complete. A
-        quarantined object is not fetched again for its last good version: that is gone upstream.
+        Ingest renames the row file into place last, but a file can still be lost later (a
+        cache emptied by hand, a disk restored from backup), so every file is checked. A
+        quarantined object is not fetched again for its last good version: that is gone
+        upstream (see :meth:`complete`).
         """
-        stem = tracked.cache_stem
-        if tracked.status != "ok" or stem is None:
+        if tracked.status != "ok" or tracked.cache_stem is None:
             return True
-        return (self.objects / f"{stem}.parquet").exists()
+        return self.complete(tracked)
+
+    def complete(self, tracked: Tracked) -> bool:
+        """True when the rows and every partial aggregate of the ledger's version are here."""
+        from script_ec2.keys import cache_file_names, detect_kind
+
+        kind = detect_kind(tracked.key)
+        if tracked.cache_stem is None or kind is None:
+            return True
+        return all((self.objects / n).exists() for n in cache_file_names(tracked.cache_stem, kind))
 
     def ensure(self) -> None:
         for path in (self.objects, self.raw):
@@ -200,6 +212,7 @@ def run_sync(
             )
         layout.ensure()
         _touch_unchanged(engine, source, plan.unchanged, now)
+        summary.lost_from_cache = _drop_lost_versions(engine, source, ledger, plan, layout)
         zip_to_county = _zip_to_county(engine)
         _fetch_all(
             engine, store, plan, ledger, layout, zip_to_county, summary, concurrency, observer, stop
@@ -360,9 +373,9 @@ def _record(
     fetched: _Fetched,
 ) -> None:
     """Commit one object's outcome: its ledger row and its counties' dirty marks, atomically."""
-    from sqlalchemy import delete, insert, select, update
+    from sqlalchemy import insert, select, update
 
-    from script_ec2.db.models import LedgerEntry, StatsDirty
+    from script_ec2.db.models import LedgerEntry
 
     if fetched.failure is not None:
         summary.failed.append({"key": obj.key, "reason": fetched.failure})
@@ -418,23 +431,15 @@ def _record(
             )
         else:
             conn.execute(update(LedgerEntry).where(LedgerEntry.id == old.id).values(**values))
-        if dirty:
-            conn.execute(
-                delete(StatsDirty).where(
-                    StatsDirty.source == summary.source, StatsDirty.county.in_(dirty)
-                )
-            )
-            conn.execute(
-                insert(StatsDirty), [{"source": summary.source, "county": c} for c in sorted(dirty)]
-            )
+        _mark_dirty(conn, summary.source, dirty)
     faults.checkpoint("after_record")
 
 
 def _forget(engine: Engine, source: str, tracked: Tracked, key: str) -> None:
     """Remove a deleted object's ledger row and mark its counties dirty, atomically."""
-    from sqlalchemy import delete, insert, select
+    from sqlalchemy import delete, select
 
-    from script_ec2.db.models import LedgerEntry, StatsDirty
+    from script_ec2.db.models import LedgerEntry
 
     with engine.begin() as conn:
         row = conn.execute(
@@ -444,16 +449,69 @@ def _forget(engine: Engine, source: str, tracked: Tracked, key: str) -> None:
         conn.execute(
             delete(LedgerEntry).where(LedgerEntry.source == source, LedgerEntry.key == key)
         )
-        if counties:
-            conn.execute(
-                delete(StatsDirty).where(
-                    StatsDirty.source == source, StatsDirty.county.in_(counties)
-                )
-            )
-            conn.execute(
-                insert(StatsDirty), [{"source": source, "county": c} for c in sorted(counties)]
-            )
+        _mark_dirty(conn, source, counties)
     log.event("object deleted", key=key)
+
+
+def _drop_lost_versions(
+    engine: Engine,
+    source: str,
+    ledger: dict[str, Tracked],
+    plan: Plan,
+    layout: CacheLayout,
+) -> list[str]:
+    """Stop counting quarantined objects whose last good version is gone from the cache.
+
+    Such an object keeps counting with its last good version while the bad one sits in the
+    bucket; if that version's cache files are lost, it cannot be fetched again (the bucket holds
+    only the bad one). Its rows then leave the statistics, loudly, until a corrected file is
+    synced, instead of every later statistics rebuild failing on the missing files.
+    """
+    from sqlalchemy import select, update
+
+    from script_ec2.db.models import LedgerEntry
+
+    lost = [
+        o.key
+        for o in plan.unchanged
+        if ledger[o.key].status == "quarantined" and not layout.complete(ledger[o.key])
+    ]
+    for key in lost:
+        with engine.begin() as conn:
+            row = conn.execute(
+                select(LedgerEntry.id, LedgerEntry.counties).where(
+                    LedgerEntry.source == source, LedgerEntry.key == key
+                )
+            ).one()
+            counties = sorted(json.loads(row.counties))
+            conn.execute(
+                update(LedgerEntry)
+                .where(LedgerEntry.id == row.id)
+                .values(cache_stem=None, rows=0, counties="[]")
+            )
+            _mark_dirty(conn, source, counties)
+        log.event(
+            "last good version lost from the cache; its rows no longer count until a corrected "
+            "file is synced",
+            key=key,
+            level=30,
+        )
+    return lost
+
+
+def _mark_dirty(conn: Connection, source: str, counties: Iterable[str]) -> None:
+    """Mark ``counties`` for a statistics rebuild (in the caller's transaction)."""
+    from sqlalchemy import delete, insert
+
+    from script_ec2.db.models import StatsDirty
+
+    marked = sorted(set(counties))
+    if not marked:
+        return
+    conn.execute(
+        delete(StatsDirty).where(StatsDirty.source == source, StatsDirty.county.in_(marked))
+    )
+    conn.execute(insert(StatsDirty), [{"source": source, "county": c} for c in marked])
 
 
 def _load_ledger(engine: Engine, source: str) -> dict[str, Tracked]:

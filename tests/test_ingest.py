@@ -969,3 +969,13 @@ def test_a_bad_identifier_value_is_never_quoted(tmp_path: Path) -> None:
         ingest(src, tmp_path / "out")
     assert planted not in str(info.value)
     assert "column 'Session ID' row 2" in str(info.value)
+
+
+def test_the_cache_parts_sync_checks_are_the_aggregates_ingest_writes() -> None:
+    from script_ec2.ingest import INTERVAL_AGGREGATES, SESSION_AGGREGATES
+    from script_ec2.keys import CACHE_PARTS
+
+    assert {
+        "sessions": tuple(SESSION_AGGREGATES),
+        "intervals": tuple(INTERVAL_AGGREGATES),
+    } == CACHE_PARTS

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import MetaData, select
 
+from script_ec2.keys import cache_file_names
 from tests.conftest import Result, free_port
 from tests.fixtures_s3 import S3Bucket
 from tests.sync_helpers import (
@@ -57,6 +58,7 @@ DOCUMENTED_EXTRAS = {
     "dropped_rows",
     "clipped_rows",
     "counties_updated",
+    "lost_from_cache",
     "dry_run",
     "interrupted",
     "source",
@@ -84,17 +86,13 @@ def county_of(demo: DemoData, index: int) -> str:
     return next(f.county for f in demo.summary.files if f.zip_code == z and f.county)
 
 
-AGGREGATES = {"sessions": ("zip", "stations", "month", "segment"), "intervals": ("slots", "days")}
-
-
 def expected_cache_files(env: SyncEnv) -> set[str]:
     """The cache files the ledger accounts for: rows + partial aggregates + the raw download."""
     files: set[str] = set()
     for key, row in env.ledger().items():
         files.add(f"raw/{key}")
         if row.cache_stem:
-            files.add(f"objects/{row.cache_stem}.parquet")
-            files.update(f"objects/{row.cache_stem}.agg.{a}.parquet" for a in AGGREGATES[row.kind])
+            files.update(f"objects/{n}" for n in cache_file_names(row.cache_stem, row.kind))
     return files
 
 
@@ -494,6 +492,71 @@ def test_lost_cache_is_refilled_by_the_next_pass(env: SyncEnv, demo: DemoData) -
     assert after.cache_files == expected_cache_files(env)
     assert env.cli("stats", "--refresh").exit_code == 0
     assert env.snapshot().stats == before.stats
+
+
+def test_a_lost_aggregate_file_is_refetched_and_refresh_names_it(
+    env: SyncEnv, demo: DemoData
+) -> None:
+    """Only one partial gone (not the row file): stats --refresh says which object, sync heals."""
+    names = demo.zip_files(0)
+    env.upload(demo, names)
+    env.sync_json()
+    before = env.snapshot()
+    intervals = env.ledger()[names[1]]
+    lost = env.layout.objects / f"{intervals.cache_stem}.agg.slots.parquet"
+    lost.unlink()
+
+    refreshed = env.cli("stats", "--refresh")
+    assert refreshed.exit_code == 1
+    message = refreshed.stderr.strip()
+    assert "Traceback" not in refreshed.stderr and "\n" not in message
+    assert f"the cached 'slots' aggregate of {names[1]} is missing: {lost}" in message
+    assert "run script-ec2 sync" in message
+    assert env.snapshot().stats == before.stats  # nothing was half-rewritten
+
+    summary = env.sync_json()
+    assert (summary["changed"], summary["unchanged"]) == (1, 1)
+    assert lost.exists() and env.snapshot() == before
+
+    lost.write_bytes(b"PAR1" + bytes(64))  # as a power cut can leave it
+    damaged = env.cli("stats", "--refresh")
+    assert damaged.exit_code == 1 and "Traceback" not in damaged.stderr
+    assert f"aggregate of {names[1]} cannot be read (delete it): {lost}" in damaged.stderr
+    lost.unlink()
+    assert env.sync_json()["changed"] == 1 and env.snapshot() == before
+
+
+def test_a_quarantined_objects_lost_last_good_version_stops_counting(
+    env: SyncEnv, demo: DemoData
+) -> None:
+    sessions, intervals = demo.zip_files(0)
+    other = demo.zip_files(1)
+    env.upload(demo, [sessions, intervals, *other])
+    env.sync_json()
+    county, other_county = county_of(demo, 0), county_of(demo, 1)
+    before = env.county_stats()
+    env.put(sessions, set_cell(demo.read(sessions), 4, "Session Time (secs)", "long"))
+    assert env.sync_json(expect=3)["quarantined"] == 1
+    good = env.ledger()[sessions]
+    assert good.status == "quarantined" and good.cache_stem
+    for path in env.layout.objects.glob(f"{good.cache_stem}*"):
+        path.unlink()  # the last good version is gone, and the bucket holds only the bad one
+
+    summary = env.sync_json(expect=3)
+    assert summary["lost_from_cache"] == [sessions] and summary["still_quarantined"] == 1
+    row = env.ledger()[sessions]
+    assert (row.status, row.cache_stem, row.rows) == ("quarantined", None, 0)
+    after = env.county_stats()
+    assert after[county]["sessions"] == 0  # its intervals still count, its sessions no longer
+    assert after[county]["peak_power_kw"] == before[county]["peak_power_kw"]
+    assert after[other_county] == before[other_county]
+    assert env.sync_json(expect=3)["lost_from_cache"] == []  # said once, then stable
+    assert env.cli("stats", "--refresh").exit_code == 0
+
+    env.put(sessions, demo.read(sessions) + b"\n")  # corrected
+    assert env.sync_json()["changed"] == 1
+    assert env.county_stats() == before
+    assert env.cache_files() == expected_cache_files(env)
 
 
 # -- settle, dry run -------------------------------------------------------------------------------
