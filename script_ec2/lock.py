@@ -4,8 +4,9 @@ On PostgreSQL the lock is a session-level advisory lock keyed by a hash of the p
 across hosts and is released by the server when the holder dies (even by ``kill -9``). The holder
 announces itself through its connection's ``application_name``, which a loser reads back from
 ``pg_stat_activity`` to say who holds it. On SQLite it is an ``flock`` on a file in the lock folder
-the caller names (``<cache_dir>/locks`` for sync), with the holder written into the file; the
-kernel releases it when the process dies.
+the caller names (``<cache_dir>/locks`` for sync) and another in ``<database file>.locks/`` beside
+the database, so two processes sharing either the cache or the database exclude each other; the
+holder is written into the files and the kernel releases them when the process dies.
 """
 
 from __future__ import annotations
@@ -40,9 +41,24 @@ def run_lock(engine: Engine, name: str, lock_dir: Path) -> Iterator[None]:
     if engine.dialect.name == "postgresql":
         with _pg_lock(engine, name):
             yield
-    else:
-        with _file_lock(lock_dir / f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock", name):
+        return
+    file_name = f"{hashlib.sha256(name.encode()).hexdigest()[:16]}.lock"
+    beside_db = _sqlite_lock_dir(engine)
+    with _file_lock(lock_dir / file_name, name):
+        if beside_db is None or beside_db == lock_dir:
             yield
+        else:
+            with _file_lock(beside_db / file_name, name):
+                yield
+
+
+def _sqlite_lock_dir(engine: Engine) -> Path | None:
+    """``<database file>.locks`` for a file database; None for an in-memory one."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database).expanduser().resolve()
+    return path.with_name(f"{path.name}.locks")
 
 
 @contextmanager

@@ -640,6 +640,33 @@ HELD = re.compile(
 )
 
 
+def test_two_caches_on_one_sqlite_database_exclude_each_other(tmp_path: Path) -> None:
+    """The ledger is shared through the database: a lock on the cache folder alone is not enough."""
+    from script_ec2.db.engine import connect
+    from script_ec2.errors import LockHeld
+    from script_ec2.lock import run_lock
+
+    engine = connect(f"sqlite:///{tmp_path / 'shared.db'}")
+    try:
+        with run_lock(engine, "sync s3://b/p", tmp_path / "cache-a" / "locks"):
+            with pytest.raises(LockHeld, match="another sync is running"):
+                with run_lock(engine, "sync s3://b/p", tmp_path / "cache-b" / "locks"):
+                    pass
+        other = connect(f"sqlite:///{tmp_path / 'other.db'}")
+        try:  # the same cache with another database is excluded too (its GC would clash)
+            with run_lock(engine, "sync s3://b/p", tmp_path / "cache-a" / "locks"):
+                with pytest.raises(LockHeld):
+                    with run_lock(other, "sync s3://b/p", tmp_path / "cache-a" / "locks"):
+                        pass
+        finally:
+            other.dispose()
+        with run_lock(engine, "sync s3://b/p", tmp_path / "cache-b" / "locks"):
+            pass  # released
+        assert (tmp_path / "shared.db.locks").is_dir()
+    finally:
+        engine.dispose()
+
+
 def test_second_sync_exits_75_and_changes_nothing_while_the_lock_is_held(
     env: SyncEnv, demo: DemoData
 ) -> None:
