@@ -648,16 +648,20 @@ def test_two_caches_on_one_sqlite_database_exclude_each_other(tmp_path: Path) ->
 
     engine = connect(f"sqlite:///{tmp_path / 'shared.db'}")
     try:
-        with run_lock(engine, "sync s3://b/p", tmp_path / "cache-a" / "locks"):
-            with pytest.raises(LockHeld, match="another sync is running"):
-                with run_lock(engine, "sync s3://b/p", tmp_path / "cache-b" / "locks"):
-                    pass
+        with (
+            run_lock(engine, "sync s3://b/p", tmp_path / "cache-a" / "locks"),
+            pytest.raises(LockHeld, match="another sync is running"),
+            run_lock(engine, "sync s3://b/p", tmp_path / "cache-b" / "locks"),
+        ):
+            pass
         other = connect(f"sqlite:///{tmp_path / 'other.db'}")
         try:  # the same cache with another database is excluded too (its GC would clash)
-            with run_lock(engine, "sync s3://b/p", tmp_path / "cache-a" / "locks"):
-                with pytest.raises(LockHeld):
-                    with run_lock(other, "sync s3://b/p", tmp_path / "cache-a" / "locks"):
-                        pass
+            with (
+                run_lock(engine, "sync s3://b/p", tmp_path / "cache-a" / "locks"),
+                pytest.raises(LockHeld),
+                run_lock(other, "sync s3://b/p", tmp_path / "cache-a" / "locks"),
+            ):
+                pass
         finally:
             other.dispose()
         with run_lock(engine, "sync s3://b/p", tmp_path / "cache-b" / "locks"):
