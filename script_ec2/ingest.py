@@ -369,32 +369,37 @@ class _CheckedStream(io.RawIOBase):
             error = "corrupt gzip data"
         if error is not None:
             raise QuarantineError(error)
-        self._check(bytes(memoryview(buffer)[:n]))
+        self._check(memoryview(buffer)[:n])
         self._offset += n
         return n
 
-    def _check(self, chunk: bytes) -> None:
+    def _check(self, chunk: memoryview) -> None:
+        """Check one block without copying it (the copies cost more than the decoding)."""
         start = self._offset - len(self._pending)
-        if not chunk:
+        if not len(chunk):
             if self._pending:
                 raise QuarantineError(f"not UTF-8 text (byte offset {start})")
             return
-        nul = chunk.find(b"\x00")
-        data = self._pending + chunk if nul < 0 else self._pending + chunk[:nul]
+        # Only a character split across two blocks costs a copy of the block.
+        data: bytes | memoryview = self._pending + chunk.tobytes() if self._pending else chunk
         bad_at: int | None = None
         try:
-            _, consumed = codecs.utf_8_decode(data, "strict", False)
+            text, consumed = codecs.utf_8_decode(data, "strict", False)
         except UnicodeDecodeError as exc:
             # Only the position leaves this block: the exception object holds the raw bytes.
-            bad_at = start + exc.start
+            bad_at = exc.start
         if bad_at is not None:
-            raise QuarantineError(f"not UTF-8 text (byte offset {bad_at})")
+            nul = bytes(data[:bad_at]).find(b"\x00")  # a NUL before it is the better hint
+            if nul < 0:
+                raise QuarantineError(f"not UTF-8 text (byte offset {start + bad_at})")
+        else:
+            at = text.find("\x00")
+            nul = -1 if at < 0 else len(text[:at].encode("utf-8"))
         if nul >= 0:
             raise QuarantineError(
-                f"not UTF-8 text (byte offset {self._offset + nul}: a NUL byte; "
-                "binary or UTF-16 data?)"
+                f"not UTF-8 text (byte offset {start + nul}: a NUL byte; binary or UTF-16 data?)"
             )
-        self._pending = data[consumed:]
+        self._pending = bytes(data[consumed:])
 
     def close(self) -> None:
         self._inner.close()

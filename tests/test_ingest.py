@@ -979,3 +979,51 @@ def test_the_cache_parts_sync_checks_are_the_aggregates_ingest_writes() -> None:
         "sessions": tuple(SESSION_AGGREGATES),
         "intervals": tuple(INTERVAL_AGGREGATES),
     } == CACHE_PARTS
+
+
+def _expected_text_problem(data: bytes) -> str | None:
+    """What the UTF-8 check must say about ``data`` as a whole (None: it is clean text)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        nul = data.find(b"\x00", 0, exc.start)
+        return f"byte offset {exc.start})" if nul < 0 else f"byte offset {nul}: a NUL byte"
+    nul = data.find(b"\x00")
+    return None if nul < 0 else f"byte offset {nul}: a NUL byte"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.text(alphabet="aé€😀,\n0", max_size=6).map(str.encode),
+            st.sampled_from([b"\x00", b"\xff", b"\xe2\x82", b"\xc3"]),
+        ),
+        max_size=12,
+    ),
+    read_sizes=st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=5),
+)
+def test_the_utf8_check_finds_the_first_problem_whatever_the_read_sizes(
+    pieces: list[bytes], read_sizes: list[int]
+) -> None:
+    """Characters split across reads are joined; the offset is of the whole stream."""
+    from script_ec2.ingest import _CheckedStream
+
+    data = b"".join(pieces)
+    stream = _CheckedStream(io.BytesIO(data))
+    problem: str | None = None
+    turn = 0
+    try:
+        while True:
+            buffer = bytearray(read_sizes[turn % len(read_sizes)])
+            turn += 1
+            if not stream.readinto(buffer):
+                break
+    except QuarantineError as exc:
+        problem = str(exc)
+    expected = _expected_text_problem(data)
+    if expected is None:
+        assert problem is None
+    else:
+        assert problem is not None and problem.startswith("not UTF-8 text (")
+        assert expected in problem, (problem, expected)
