@@ -442,10 +442,14 @@ def fit(
     raw_params: Mapping[str, Any],
     *,
     use_cache: bool = True,
+    prepared: FitRequest | None = None,
 ) -> FitOutcome:
-    """The cached result of the request, or a new one; ``use_cache=False`` always recomputes."""
+    """The cached result of the request, or a new one; ``use_cache=False`` always recomputes.
+
+    ``prepared`` is the request :func:`prepare` already made of these parameters, if any.
+    """
     started = time.perf_counter()
-    request = prepare(engine, registry, data_store, algorithm, raw_params)
+    request = prepared or prepare(engine, registry, data_store, algorithm, raw_params)
     if use_cache:
         stored = lookup(engine, request.key)
         if stored is not None:

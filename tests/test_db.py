@@ -424,9 +424,9 @@ def test_cli_malformed_url_exits_2(cli: Cli, url: str) -> None:
 
 
 def test_the_quick_head_matches_alembic() -> None:
-    from script_ec2.db.engine import _script_head
+    from script_ec2.db.revision import script_head
 
-    assert _script_head() == migrate.head_revision()
+    assert script_head() == migrate.head_revision()
 
 
 def test_a_database_at_head_is_checked_without_importing_alembic(

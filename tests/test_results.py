@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,48 @@ def test_save_and_lookup_round_trip(engine: Engine) -> None:
     assert found.hits == 1 and found.last_hit_at is not None
     assert found.created_at.tzinfo is not None and found.compute_seconds == 1.5
     assert results.lookup(engine, key).hits == 2  # type: ignore[union-attr]
+
+
+def test_direct_lookup_reads_and_counts_like_the_ordinary_one(engine: Engine, db_url: str) -> None:
+    """The driver-only hit path (no SQLAlchemy) gives the same result and counts the hit."""
+    key = "5" * 64
+    assert results.lookup_direct(db_url, key) is None  # a miss
+    saved = _save(engine, key)
+    direct = results.lookup_direct(db_url, key)
+    assert direct is not None
+    for name in ("key", "algorithm", "params", "model_versions", "meta", "canonical"):
+        assert getattr(direct, name) == getattr(saved, name), name
+    assert direct.created_at == saved.created_at and direct.compute_seconds == 1.5
+    assert direct.hits == 1 and direct.last_hit_at is not None
+    assert direct.last_hit_at.tzinfo is not None
+    for name, array in _arrays().items():
+        np.testing.assert_array_equal(direct.arrays[name], array)
+    ordinary = results.lookup(engine, key)  # reads what the direct path wrote
+    assert ordinary is not None and ordinary.hits == 2
+    assert ordinary.last_hit_at is not None and ordinary.last_hit_at >= direct.last_hit_at
+
+
+def test_direct_lookup_leaves_what_it_does_not_handle_to_the_ordinary_path(
+    engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    from sqlalchemy import text
+
+    from script_ec2.db.revision import script_head
+
+    key = "6" * 64
+    _save(engine, key)
+    with engine.begin() as conn:  # a schema at another revision than this code's
+        conn.execute(text("UPDATE alembic_version SET version_num = '0004'"))
+    assert results.lookup_direct(db_url, key) is None
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": script_head()})
+    assert results.lookup_direct(db_url, key) is not None
+    missing = f"sqlite:///{tmp_path / 'absent.db'}"
+    assert results.lookup_direct(missing, key) is None
+    assert not (tmp_path / "absent.db").exists()  # not created behind SQLAlchemy's back
+    assert results.lookup_direct(db_url + ("&" if "?" in db_url else "?") + "x=1", key) is None
+    assert results.lookup_direct("mysql://nobody@127.0.0.1/none", key) is None
+    assert results.lookup(engine, key, count_hit=False).hits == 1  # type: ignore[union-attr]
 
 
 def test_arrays_are_stored_as_binary_npz(engine: Engine) -> None:

@@ -8,7 +8,6 @@ upgrade``. Driver exceptions become :mod:`script_ec2.errors` types with the pass
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +17,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
+from script_ec2.db.revision import script_head
 from script_ec2.errors import DatabaseUnavailable, SchemaOutOfDate, UsageError
 from script_ec2.settings import mask_url
 
@@ -161,26 +161,9 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-_REVISION_RE = re.compile(r'^(down_revision|revision)\b[^=]*=\s*"?([0-9A-Za-z_]+|None)"?', re.M)
-
-
-def _script_head() -> str | None:
-    """The head revision read straight from the migration files (no alembic import), or None
-    when the history is not a simple chain (then alembic decides)."""
-    revisions: dict[str, str | None] = {}
-    for path in (Path(__file__).parent / "migrations" / "versions").glob("*.py"):
-        found: dict[str, str] = {m[1]: m[2] for m in _REVISION_RE.finditer(path.read_text())}
-        if "revision" not in found:
-            return None
-        down = found.get("down_revision")
-        revisions[found["revision"]] = None if down in (None, "None") else down
-    heads = set(revisions) - {d for d in revisions.values() if d}
-    return heads.pop() if len(heads) == 1 else None
-
-
 def _at_head_quickly(engine: Engine) -> bool:
     """True when ``alembic_version`` already names the head: the common case costs one SELECT."""
-    head = _script_head()
+    head = script_head()
     if head is None:
         return False
     try:
