@@ -86,6 +86,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     enqueued_at: datetime | None = None
+    summary: dict[str, Any] | None = None  # what the runner reported (a sync: its summary)
 
     @property
     def finished(self) -> bool:
@@ -116,6 +117,7 @@ class Job:
                 "emails": list(self.notify.get("emails", [])),
             },
             "notifications": self.notifications,
+            "summary": self.summary,
         }
 
     def notification_summary(self) -> str:
@@ -444,6 +446,20 @@ def finish(
     return job
 
 
+def set_summary(engine: Engine, job_id: str, summary: Mapping[str, Any]) -> None:
+    """Leave a JSON summary of what the job did on its row (shown by ``jobs status``)."""
+    from sqlalchemy import update
+
+    from script_ec2.db.models import JobRecord
+
+    with engine.begin() as conn:
+        conn.execute(
+            update(JobRecord)
+            .where(JobRecord.id == job_id)
+            .values(summary=json.dumps(dict(summary), sort_keys=True, default=str))
+        )
+
+
 def record_notification(engine: Engine, job_id: str, entry: Mapping[str, Any]) -> None:
     """Append one delivery attempt to the job's notification log."""
     from sqlalchemy import select, update
@@ -539,13 +555,16 @@ def _run_sync(app_ctx: AppContext, job: Job, progress: Progress) -> str | None:
     from script_ec2.sync import run_sync
 
     source = str(job.params.get("source") or app_ctx.settings.data_uri)
-    run_sync(
+    summary = run_sync(
         app_ctx.engine,
         app_ctx.store(source),
         source=source,
         cache_dir=app_ctx.settings.cache_dir,
         observer=_SyncProgress(progress),
     )
+    # Quarantined or failed objects do not fail the job (the pass did its work, as the CLI's
+    # exit 3 says); the summary on the job lists them.
+    set_summary(app_ctx.engine, job.id, summary.as_json())
     return None
 
 
@@ -603,6 +622,7 @@ def _job(row: Row[Any]) -> Job:
         started_at=_aware(m["started_at"]),
         finished_at=_aware(m["finished_at"]),
         enqueued_at=_aware(m["enqueued_at"]),
+        summary=json.loads(m["summary"]) if m["summary"] else None,
     )
 
 

@@ -440,10 +440,14 @@ def test_submit_fit_runs_the_real_fit_and_then_answers_from_the_cache(
 
 
 def test_submit_sync_runs_a_sync_pass_as_a_job(
-    app_ctx: AppContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app_ctx: AppContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
 ) -> None:
+    from script_ec2.synthetic import generate
+
     source = tmp_path / "bucket"
-    source.mkdir()
+    generated = generate(source, sessions=400, seed=3, zips_per_county=1)
+    data_files = [f for f in generated.files if f.kind in ("sessions", "intervals")]
+    (source / data_files[0].name).write_bytes(b"\x00\xff not a csv")  # one bad file
     monkeypatch.setenv("SCRIPT_EC2_DATA_URI", str(source))
     ctx = AppContext(resolve())
     submission = jobs.submit_sync(ctx)
@@ -456,6 +460,14 @@ def test_submit_sync_runs_a_sync_pass_as_a_job(
         None,
     )
     assert job.key == jobs.sync_key(str(source))
+    summary = job.summary or {}
+    assert (summary["new"], summary["quarantined"]) == (len(data_files), 1)
+    assert summary["quarantined_files"][0]["key"] == data_files[0].name
+    assert summary["rows_ingested"] > 0 and summary["source"] == str(source)
+    assert jobs.get(ctx.engine, submission.job_id).as_dict()["summary"] == summary
+    shown = cli("jobs", "status", submission.job_id)
+    assert shown.exit_code == 0
+    assert f"new {len(data_files)}, quarantined 1" in " ".join(shown.stdout.split())
     ctx.engine.dispose()
 
 

@@ -109,7 +109,17 @@ def _show(job: Any, fmt: str) -> None:
     if fmt == "json":
         render(data, "json")
         return
-    flat = {k: v for k, v in data.items() if k not in ("params", "notify", "notifications")}
+    hidden = ("params", "notify", "notifications", "summary")
+    flat = {k: v for k, v in data.items() if k not in hidden}
     flat["params"] = json.dumps(data["params"], sort_keys=True)
     flat["notifications"] = job.notification_summary()
+    flat["summary"] = _summary_line(job.summary)
     render(flat, "table", title=f"job {job.id}")
+
+
+def _summary_line(summary: dict[str, Any] | None) -> str:
+    """The counts of a job's summary on one line (``--format json`` shows all of it)."""
+    if not summary:
+        return ""
+    counts = {k: v for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)}
+    return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())

@@ -234,5 +234,6 @@ class JobRecord(Base):
     # When the broker accepted its message; None while only the table knows the job (embedded
     # jobs never get one). See jobs.never_enqueued.
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    summary: Mapped[str | None] = mapped_column(Text)  # JSON a runner left, e.g. a sync summary
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
