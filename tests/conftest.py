@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures_s3", "tests.fixtures_db", "tests.fixtures_broker"]
+pytest_plugins = [
+    "tests.fixtures_s3",
+    "tests.fixtures_db",
+    "tests.fixtures_broker",
+    "tests.sync_helpers",
+]
 
 REQUIRE_SERVICES = os.environ.get("SCRIPT_EC2_REQUIRE_SERVICES") == "1"
 

@@ -1,6 +1,9 @@
 """Shared plumbing for the sync and stats tests: one data source on the moto S3 server, one database
 (SQLite or PostgreSQL) and one cache folder, driven through the real CLI, plus snapshots of
 everything a pass leaves behind (ledger, cache files, statistics) for comparisons.
+
+Also a pytest plugin (registered in conftest): the ``demo`` data, generated once per session, and
+the ``env`` of one test. A test module with its own ``env`` fixture (test_fit_cli) overrides it.
 """
 
 from __future__ import annotations
@@ -322,3 +325,23 @@ def drop_column(data: bytes, column: str) -> bytes:
     header, rows = read_csv(data)
     i = header.index(column)
     return write_csv(header[:i] + header[i + 1 :], [r[:i] + r[i + 1 :] for r in rows])
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
+    """Generated once per session; tests only read it."""
+    return make_demo_data(tmp_path_factory.mktemp("demo-sync"))
+
+
+@pytest.fixture
+def env(
+    db_url: str,
+    s3_bucket: S3Bucket,
+    cli: Cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[SyncEnv]:
+    yield from open_sync_env(db_url, s3_bucket, cli, tmp_path, monkeypatch)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,12 +20,9 @@ from script_ec2.db.models import CountyMonthStats, CountySegmentStats, CountySta
 from script_ec2.db.reference import load_lookup_csv
 from script_ec2.segments import stats_segment
 from tests.conftest import Result
-from tests.fixtures_s3 import S3Bucket
 from tests.sync_helpers import (
     DemoData,
     SyncEnv,
-    make_demo_data,
-    open_sync_env,
     read_csv,
     set_cell,
 )
@@ -34,22 +30,6 @@ from tests.sync_helpers import (
 Cli = Callable[..., Result]
 REL = 1e-9
 MAX_POWER_KW = 50.0
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
-    return make_demo_data(tmp_path_factory.mktemp("demo-stats"))
-
-
-@pytest.fixture
-def env(
-    db_url: str,
-    s3_bucket: S3Bucket,
-    cli: Cli,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[SyncEnv]:
-    yield from open_sync_env(db_url, s3_bucket, cli, tmp_path, monkeypatch)
 
 
 # -- the independent computation -------------------------------------------------------------------

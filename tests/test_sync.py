@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,6 @@ from tests.sync_helpers import (
     DemoData,
     SyncEnv,
     drop_column,
-    make_demo_data,
-    open_sync_env,
     set_cell,
 )
 
@@ -63,22 +61,6 @@ DOCUMENTED_EXTRAS = {
     "interrupted",
     "source",
 }
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
-    return make_demo_data(tmp_path_factory.mktemp("demo-sync"))
-
-
-@pytest.fixture
-def env(
-    db_url: str,
-    s3_bucket: S3Bucket,
-    cli: Cli,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[SyncEnv]:
-    yield from open_sync_env(db_url, s3_bucket, cli, tmp_path, monkeypatch)
 
 
 def county_of(demo: DemoData, index: int) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import secrets
 import signal
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,13 +17,10 @@ from script_ec2.settings import resolve
 from script_ec2.store import open_store
 from script_ec2.sync import run_sync
 from tests.conftest import Result
-from tests.fixtures_s3 import S3Bucket
 from tests.sync_helpers import (
     DemoData,
     Snapshot,
     SyncEnv,
-    make_demo_data,
-    open_sync_env,
     set_cell,
     take_snapshot,
 )
@@ -42,11 +38,6 @@ CHECKPOINTS = (
     "before_stats",
     "before_gc",
 )
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoData:
-    return make_demo_data(tmp_path_factory.mktemp("demo-crash"))
 
 
 def first_state(demo: DemoData, put: Put) -> None:
@@ -102,17 +93,6 @@ def reference(
             for name in {*demo.data_files}:
                 delete(name)
             moto_client.delete_bucket(Bucket=bucket)
-
-
-@pytest.fixture
-def env(
-    db_url: str,
-    s3_bucket: S3Bucket,
-    cli: Cli,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[SyncEnv]:
-    yield from open_sync_env(db_url, s3_bucket, cli, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("crash_at", CHECKPOINTS)
