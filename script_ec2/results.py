@@ -318,7 +318,12 @@ def lookup_direct(database_url: str, key: str) -> StoredResult | None:
         return None
     try:
         connection = _direct_connection(database_url)
-    except Exception:  # the ordinary path reports a bad URL or an unreachable database
+    except _Unreachable as exc:
+        # Reported here: the ordinary path would only wait for the same timeout again.
+        from script_ec2.db.engine import unavailable
+
+        raise unavailable(database_url, exc.reason) from None
+    except Exception:  # the ordinary path reports a bad URL properly
         return None
     if connection is None:
         return None
@@ -384,8 +389,19 @@ def _direct_connection(database_url: str) -> tuple[str, Any] | None:
             import psycopg2
 
             dsn = "postgresql://" + database_url.removeprefix(scheme)
-            return "postgresql", psycopg2.connect(dsn, connect_timeout=5)
+            try:
+                return "postgresql", psycopg2.connect(dsn, connect_timeout=5)
+            except psycopg2.OperationalError as exc:
+                raise _Unreachable(str(exc)) from None
     return None
+
+
+class _Unreachable(Exception):
+    """The database server did not accept a connection (reason: the driver's message)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def list_results(

@@ -631,3 +631,14 @@ def test_sync_async_queues_a_refresh_job(env: Path, cli: Callable[..., Any]) -> 
     assert job["kind"] == "sync" and job["id"] == submitted["job_id"]
     refused = cli("sync", "--async", "--dry-run")
     assert refused.exit_code == 2 and "--async cannot be combined" in refused.stderr
+
+
+def test_an_unreachable_database_is_one_masked_line(env: Path, cli: Callable[..., Any]) -> None:
+    """The driver-only hit lookup reports it as the ordinary path does."""
+    from tests.conftest import free_port
+
+    url = f"postgresql://u:secret@127.0.0.1:{free_port()}/x"
+    result = cli("--database-url", url, "fit", "load-forecast", *SMALL)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: cannot connect to database postgresql://u:***@")
+    assert result.stderr.count("\n") == 1 and "secret" not in result.stderr + result.stdout

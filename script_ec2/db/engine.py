@@ -67,10 +67,11 @@ def connection_errors(url: URL) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        raise _unavailable(url, str(exc.orig) if exc.orig is not None else str(exc)) from exc
+        raise unavailable(url, str(exc.orig) if exc.orig is not None else str(exc)) from exc
 
 
-def _unavailable(url: URL | str, reason: str) -> DatabaseUnavailable:
+def unavailable(url: URL | str, reason: str) -> DatabaseUnavailable:
+    """The one-line error for a database that cannot be reached, password masked."""
     first_line = next(
         (line.strip() for line in reason.splitlines() if line.strip()), "unknown error"
     )
@@ -105,11 +106,11 @@ def _create_engine(url: URL) -> Engine:
         engine = create_engine(engine_url, pool_pre_ping=True, connect_args=connect_args)
     except NoSuchModuleError as exc:
         hint = "; SQLAlchemy spells it postgresql://" if backend == "postgres" else ""
-        raise _unavailable(url, f"unknown database driver ({exc}{hint})") from exc
+        raise unavailable(url, f"unknown database driver ({exc}{hint})") from exc
     except ImportError as exc:
-        raise _unavailable(url, f"database driver not installed ({exc})") from exc
+        raise unavailable(url, f"database driver not installed ({exc})") from exc
     except ArgumentError as exc:
-        raise _unavailable(url, str(exc)) from exc
+        raise unavailable(url, str(exc)) from exc
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine)
     return engine
@@ -130,9 +131,9 @@ def _make_sqlite_folder(url: URL) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError as exc:
-        raise _unavailable(url, f"{path.parent} is a file, not a folder") from exc
+        raise unavailable(url, f"{path.parent} is a file, not a folder") from exc
     except OSError as exc:
-        raise _unavailable(url, f"cannot create folder {path.parent}: {exc.strerror}") from exc
+        raise unavailable(url, f"cannot create folder {path.parent}: {exc.strerror}") from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:
