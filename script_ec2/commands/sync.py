@@ -39,7 +39,11 @@ def sync(
         ),
     ] = False,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", help="Objects fetched and ingested at once.")
+        int,
+        typer.Option(
+            "--concurrency",
+            help="Objects in flight at once (at most one ingest per CPU core among them).",
+        ),
     ] = 4,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Summary as table or json.")] = "table",
     run_async: Annotated[
