@@ -8,8 +8,7 @@ flags, then named options (``--county``, ``--rate``); later ones win.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -201,35 +200,21 @@ def _run(ctx: typer.Context, algorithm: str | None, request: _Request) -> None:
     if request.controlled:
         raw = fitting.with_control(raw)
     app_ctx = ctx.obj
-    quiet = app_ctx.settings.quiet
     if algorithm == LOAD_CONTROL and isinstance(raw.get("rate"), str):
         raw["rate"] = fitting.rate_param(app_ctx.registry, raw["rate"], raw.get("county"))
     if request.run_async:
         _submit(app_ctx, algorithm, raw, request)
         return
-    started = time.perf_counter()
-    prepared = fitting.prepare(None, app_ctx.registry, app_ctx.data_store, algorithm, raw)
-    if not request.no_cache:
-        # A hit through the database driver alone, without importing SQLAlchemy (see
-        # results.lookup_direct); on a miss, or anything unusual, the ordinary path below.
-        from script_ec2.results import lookup_direct
-
-        stored = lookup_direct(app_ctx.settings.database_url, prepared.key)
-        if stored is not None:
-            seconds = time.perf_counter() - started
-            _show(fitting.FitOutcome(stored, cached=True, seconds=seconds), request, quiet=quiet)
-            return
-    outcome = fitting.fit(
-        app_ctx.engine,
+    outcome = fitting.answer(
+        lambda: app_ctx.engine,
+        app_ctx.settings.database_url,
         app_ctx.registry,
         app_ctx.data_store,
         algorithm,
         raw,
         use_cache=not request.no_cache,
-        prepared=prepared,
     )
-    outcome = replace(outcome, seconds=time.perf_counter() - started)
-    _show(outcome, request, quiet=quiet)
+    _show(outcome, request, quiet=app_ctx.settings.quiet)
 
 
 def _submit(app_ctx: Any, algorithm: str, raw: dict[str, Any], request: _Request) -> None:
