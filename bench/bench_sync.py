@@ -170,9 +170,10 @@ def run(ctx: BenchContext) -> list[Figure]:
         full, aws, home = _full_syncs(rig, one)
         figures = _full_figures(one, full, aws)
         figures += _noop_figures(rig, one, home)
-        figures += _changed_figures(rig, one, home, full)
+        changed, reference = _changed_figures(rig, one, home, full)
+        figures += changed
         shutil.rmtree(home)
-        figures += _memory_figures(rig, one, full, sessions * 4)
+        figures += _memory_figures(rig, one, full, sessions * 4, reference)
     return figures
 
 
@@ -273,25 +274,39 @@ def _noop_figures(rig: Rig, data: DataSet, home: Path) -> list[Figure]:
     ]
 
 
-def _changed_figures(rig: Rig, data: DataSet, home: Path, full: list[SyncRun]) -> list[Figure]:
+@dataclass(frozen=True)
+class ChangedReference:
+    """The 1x big changed object: its size and best pass seconds, to compare at 4x data."""
+
+    name: str
+    nbytes: int
+    pass_seconds: float
+
+
+def _changed_passes(rig: Rig, data: DataSet, home: Path, f: WrittenFile, i: int) -> SyncRun:
+    """Rewrite ``f`` in the bucket and re-sync; exactly one object must have changed."""
+    original = (data.local / f.name).read_bytes()
+    # Alternate between the file without its last row and the original: each upload differs from
+    # the one before, so every pass sees exactly one changed object.
+    rig.put(data, f.name, _without_last_row(original) if i % 2 == 0 else original)
+    run = rig.script_sync(data, home)
+    s = run.summary
+    if (s["changed"], s["new"], s["deleted"]) != (1, 0, 0):
+        raise BenchError(f"re-sync after rewriting {f.name} did not see one change: {s}")
+    return run
+
+
+def _changed_figures(
+    rig: Rig, data: DataSet, home: Path, full: list[SyncRun]
+) -> tuple[list[Figure], ChangedReference]:
     """Rewrite one interval file at a time in the bucket and re-sync: a small one and ~4x it."""
     intervals = [f for f in data.synced_files if f.kind == "intervals" and f.rows > 1]
     big = max(intervals, key=lambda f: f.size)
     small = min(intervals, key=lambda f: abs(f.size - big.size / 4))
     measured: dict[str, list[SyncRun]] = {small.name: [], big.name: []}
-    originals = {f.name: (data.local / f.name).read_bytes() for f in (small, big)}
     for i in range(QUICK_REPEATS):
         for f in (small, big):
-            original = originals[f.name]
-            # Alternate between the file without its last row and the original: each upload
-            # differs from the one before, so every pass sees exactly one changed object.
-            body = _without_last_row(original) if i % 2 == 0 else original
-            rig.put(data, f.name, body)
-            run = rig.script_sync(data, home)
-            s = run.summary
-            if (s["changed"], s["new"], s["deleted"]) != (1, 0, 0):
-                raise BenchError(f"re-sync after rewriting {f.name} did not see one change: {s}")
-            measured[f.name].append(run)
+            measured[f.name].append(_changed_passes(rig, data, home, f, i))
     for f in (small, big):
         rig.ctx.log(
             f"changed {f.name} ({f.size / MB:.1f} MB): "
@@ -346,11 +361,17 @@ def _changed_figures(rig: Rig, data: DataSet, home: Path, full: list[SyncRun]) -
             ),
         ),
     ]
-    return figures
+    reference = ChangedReference(
+        big.name, big.size, best([r.pass_seconds for r in measured[big.name]])
+    )
+    return figures, reference
 
 
-def _memory_figures(rig: Rig, one: DataSet, full: list[SyncRun], sessions_4x: int) -> list[Figure]:
-    """Peak RSS of full first syncs at 1x (already measured) and at 4x the data."""
+def _memory_figures(
+    rig: Rig, one: DataSet, full: list[SyncRun], sessions_4x: int, reference: ChangedReference
+) -> list[Figure]:
+    """Peak RSS of full first syncs at 1x (already measured) and at 4x the data; and, on the 4x
+    data, one changed object of about the size of the 1x big one."""
     rss_1x = max(r.child.max_rss_mib for r in full)
     figures = [
         Figure.measure(
@@ -372,10 +393,11 @@ def _memory_figures(rig: Rig, one: DataSet, full: list[SyncRun], sessions_4x: in
     dest = rig.ctx.workdir / "aws-copy"
     aws = rig.aws_sync(four, dest)
     shutil.rmtree(dest)
-    shutil.rmtree(four.local)
     home = rig.ctx.workdir / "home-4x"
     run = rig.script_sync(four, home)
+    changed = _changed_at_4x(rig, four, home, reference)
     shutil.rmtree(home)
+    shutil.rmtree(four.local)
     rss_4x = run.child.max_rss_mib
     rig.ctx.log(
         f"4x full sync: {run.child.seconds:.1f} s (pass {run.pass_seconds:.1f} s), "
@@ -405,8 +427,34 @@ def _memory_figures(rig: Rig, one: DataSet, full: list[SyncRun], sessions_4x: in
                 f"{run.summary['rows_ingested']:,} rows ingested."
             ),
         ),
+        changed,
     ]
     return figures
+
+
+def _changed_at_4x(rig: Rig, four: DataSet, home: Path, reference: ChangedReference) -> Figure:
+    """Does a changed object cost the same with 4x the data around it? Same-size objects."""
+    intervals = [f for f in four.synced_files if f.kind == "intervals" and f.rows > 1]
+    f = min(intervals, key=lambda w: abs(w.size - reference.nbytes))
+    runs = [_changed_passes(rig, four, home, f, i) for i in range(QUICK_REPEATS)]
+    seconds = best([r.pass_seconds for r in runs])
+    rig.ctx.log(f"changed {f.name} at 4x ({f.size / MB:.1f} MB): {seconds:.2f} s pass")
+    return Figure.measure(
+        "one changed object at 4x data vs a same-size one at 1x (pass)",
+        seconds,
+        "s",
+        baseline=reference.pass_seconds,
+        target="<= 1.5",
+        note=(
+            f"Best of {QUICK_REPEATS} pass seconds (summary 'seconds') after rewriting "
+            f"{f.name} ({f.size / MB:.1f} MB, {f.rows:,} rows) in the 4x bucket: "
+            f"{_list([r.pass_seconds for r in runs])} s; at 1x, {reference.name} "
+            f"({reference.nbytes / MB:.1f} MB) took {reference.pass_seconds:.2f} s. Ratio 1 means "
+            "the pass does not grow with the data set, 4 that it grows in proportion (the "
+            "statistics of the object's county are rebuilt from its partials, which grow with "
+            "the county's data, so a little growth is expected)."
+        ),
+    )
 
 
 def _why_skip_4x(workdir: Path, nbytes: int) -> str:
