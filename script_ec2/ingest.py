@@ -171,7 +171,12 @@ INTERVAL_SCHEMA = pa.schema(
 
 # Values read as missing in CSV input (pandas writes NaN as an empty field).
 _NULLS = ("", "NA", "N/A", "NaN", "nan", "NULL", "null", "None")
-_CSV_BLOCK_BYTES = 4 << 20
+# Arrow's streaming CSV reader reads up to 32 blocks ahead of the parser; from a native file it
+# does so at once, so the block size bounds the memory of every ingest in flight: 4 MiB blocks
+# held a whole 45 MB file in memory, 1 MiB blocks hold at most ~32 MiB whatever the file's size,
+# for ~5 % more parsing time. The UTF-8 check reads in larger pieces (nothing is kept).
+_CSV_BLOCK_BYTES = 1 << 20
+_CHECK_BYTES = 4 << 20
 _SHOW_CHARS = 30
 
 
@@ -439,7 +444,7 @@ def _check_text(src: Path) -> None:
     but no GIL traffic during the parse. (Gzip input is checked while it is read: decompressing
     twice would cost more than the contention.)
     """
-    buffer = bytearray(_CSV_BLOCK_BYTES)
+    buffer = bytearray(_CHECK_BYTES)
     with _open_text_bytes(src, "csv") as stream:
         while stream.readinto(buffer):
             pass

@@ -8,7 +8,10 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import random
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -1027,3 +1030,42 @@ def test_the_utf8_check_finds_the_first_problem_whatever_the_read_sizes(
     else:
         assert problem is not None and problem.startswith("not UTF-8 text (")
         assert expected in problem, (problem, expected)
+
+
+_MEASURE_ARROW_PEAK = """
+import json, sys
+from pathlib import Path
+import pyarrow as pa
+from script_ec2.ingest import ingest_file
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+result = ingest_file(src, kind="intervals", key=src.name, zip_to_county={"94301": "Santa Clara"},
+                     out_dir=out, stem="x")
+print(json.dumps({"rows": result.rows_kept, "peak": pa.default_memory_pool().max_memory()}))
+"""
+
+
+def test_arrow_memory_of_an_ingest_does_not_grow_with_the_file(tmp_path: Path) -> None:
+    """Each ingest holds a chunk and the CSV reader's read-ahead, not the file (spec: chunked).
+
+    Arrow's reader reads up to 32 blocks ahead; with 4 MiB blocks that held whole files of over
+    100 MB. Measured in fresh processes, as the pool's peak is per process: ~55 MiB for a 53 MB
+    and for a 107 MB file here.
+    """
+    body = csv_bytes(INTERVAL_HEADER, [interval_row(i) for i in range(5_000)])
+    header, rows = body.split(b"\n", 1)
+    peaks = {}
+    for copies in (240, 480):  # 1.2 and 2.4 million rows, ~53 and ~107 MB
+        src = tmp_path / f"evsezip94301_intervals_{copies}.csv"
+        src.write_bytes(header + b"\n" + rows * copies)
+        out = subprocess.run(
+            [sys.executable, "-c", _MEASURE_ARROW_PEAK, str(src), str(tmp_path / f"out{copies}")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        src.unlink()
+        report = json.loads(out.stdout)
+        assert report["rows"] == 5_000 * copies
+        peaks[copies] = report["peak"]
+    assert peaks[480] - peaks[240] < 16 * 2**20, peaks  # twice the file, about the same memory
+    assert peaks[480] < 80 * 2**20, peaks
