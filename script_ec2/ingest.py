@@ -55,6 +55,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import gzip
 import io
 import os
@@ -75,7 +76,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from script_ec2.errors import DataError
-from script_ec2.keys import Kind, zip_from_key
+from script_ec2.keys import Kind, aggregate_file_name, zip_from_key
 from script_ec2.segments import forecast_segment, stats_segment
 
 # Rows cleaned and written at a time. Each ingest in flight holds about 300 bytes per chunk row
@@ -1096,6 +1097,7 @@ class _Accumulator:
 # --------------------------------------------------------------------------- the entry point
 
 
+@functools.cache
 def _prefer_jemalloc() -> None:
     """Allocate Arrow buffers with jemalloc where this pyarrow has it, unless the operator chose.
 
@@ -1103,18 +1105,11 @@ def _prefer_jemalloc() -> None:
     RSS and a third less system CPU than pyarrow's default mimalloc pool, which returns and
     re-faults pages far more often under this allocate-parse-write-free pattern.
     """
-    global _POOL_CHOSEN
-    if _POOL_CHOSEN:
-        return
-    _POOL_CHOSEN = True
     if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         return
     # A pyarrow built without jemalloc keeps its default pool.
     with contextlib.suppress(NotImplementedError):
         pa.set_memory_pool(pa.jemalloc_memory_pool())
-
-
-_POOL_CHOSEN = False
 
 
 def ingest_file(
@@ -1146,7 +1141,7 @@ def ingest_file(
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = SESSION_AGGREGATES if kind == "sessions" else INTERVAL_AGGREGATES
     final = out_dir / f"{stem}.parquet"
-    agg_finals = {name: out_dir / f"{stem}.agg.{name}.parquet" for name in specs}
+    agg_finals = {name: out_dir / aggregate_file_name(stem, name) for name in specs}
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     temps = {
         path: path.with_name(f".{path.name}.{token}.tmp") for path in [final, *agg_finals.values()]

@@ -18,9 +18,14 @@ CACHE_PARTS: dict[Kind, tuple[str, ...]] = {
 }
 
 
+def aggregate_file_name(stem: str, part: str) -> str:
+    """The cache file of one partial aggregate of an ingested object."""
+    return f"{stem}.agg.{part}.parquet"
+
+
 def cache_file_names(stem: str, kind: Kind) -> list[str]:
     """The cache files of one ingested object: its rows, then its partial aggregates."""
-    return [f"{stem}.parquet", *(f"{stem}.agg.{part}.parquet" for part in CACHE_PARTS[kind])]
+    return [f"{stem}.parquet", *(aggregate_file_name(stem, part) for part in CACHE_PARTS[kind])]
 
 
 _KEY_RE = re.compile(

@@ -21,6 +21,7 @@ nor numpy.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -274,30 +275,17 @@ def lookup(engine: Engine, key: str, *, count_hit: bool = True) -> StoredResult 
         return _fetch(conn, key)
 
 
-_DIRECT_COLUMNS = (
-    "key",
-    "algorithm",
-    "params",
-    "model_versions",
-    "meta",
-    "arrays",
-    "created_at",
-    "compute_seconds",
-    "hits",
-    "last_hit_at",
+# (count the hit, read the row): constant statements, values always bound. The columns read are
+# :class:`_DirectRow`'s fields, in order.
+_DIRECT_COUNT_HIT = "UPDATE results SET hits = hits + 1, last_hit_at = ? WHERE key = ?"
+_DIRECT_READ_ROW = (
+    "SELECT key, algorithm, params, model_versions, meta, arrays, created_at, "
+    "compute_seconds, hits, last_hit_at FROM results WHERE key = ?"
 )
-# (count the hit, read the row) per driver: constant statements, values always bound.
+# sqlite3 takes ? placeholders, psycopg2 %s.
 _DIRECT_SQL = {
-    "sqlite": (
-        "UPDATE results SET hits = hits + 1, last_hit_at = ? WHERE key = ?",
-        "SELECT key, algorithm, params, model_versions, meta, arrays, created_at, "
-        "compute_seconds, hits, last_hit_at FROM results WHERE key = ?",
-    ),
-    "postgresql": (
-        "UPDATE results SET hits = hits + 1, last_hit_at = %s WHERE key = %s",
-        "SELECT key, algorithm, params, model_versions, meta, arrays, created_at, "
-        "compute_seconds, hits, last_hit_at FROM results WHERE key = %s",
-    ),
+    "sqlite": (_DIRECT_COUNT_HIT, _DIRECT_READ_ROW),
+    "postgresql": (_DIRECT_COUNT_HIT.replace("?", "%s"), _DIRECT_READ_ROW.replace("?", "%s")),
 }
 
 
@@ -349,11 +337,19 @@ def lookup_direct(database_url: str, key: str) -> StoredResult | None:
         conn.close()
     if row is None:
         return None
-    values = dict(zip(_DIRECT_COLUMNS, row, strict=True))
-    for column in ("created_at", "last_hit_at"):
-        if isinstance(values[column], str):
-            values[column] = datetime.fromisoformat(values[column])
-    return _stored(_DirectRow(**values))
+    read = _DirectRow(*row)
+    # SQLite hands DateTime columns back as the text SQLAlchemy stored.
+    return _stored(
+        dataclasses.replace(
+            read,
+            created_at=_parsed_time(read.created_at),
+            last_hit_at=_parsed_time(read.last_hit_at),
+        )
+    )
+
+
+def _parsed_time(value: Any) -> Any:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from script_ec2.errors import DataError
+from script_ec2.keys import CACHE_PARTS, aggregate_file_name
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
     from script_ec2.sync import CacheLayout
 
-SESSION_PARTS = ("zip", "stations", "month", "segment")
+SESSION_PARTS = CACHE_PARTS["sessions"]
 
 
 def recompute_dirty(engine: Engine, source: str, layout: CacheLayout) -> list[str]:
@@ -159,7 +160,7 @@ def _read_part(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    path: Path = layout.objects / f"{obj.stem}.agg.{part}.parquet"
+    path: Path = layout.objects / aggregate_file_name(obj.stem, part)
     everything = counties.issuperset(obj.counties)
     wanted = None if columns is None or everything else sorted({*columns, "county"})
     failure: str | None = None
@@ -310,8 +311,10 @@ def _sum_by(table: pa.Table, keys: list[str], values: list[str]) -> pa.Table:
 
 def _distinct_count(table: pa.Table, column: str) -> dict[str, int]:
     """Per county, the number of distinct non-null values of ``column``."""
+    import pyarrow.compute as pc
+
     counted = table.group_by("county", use_threads=False).aggregate(
-        [(column, "count_distinct", _only_valid())]
+        [(column, "count_distinct", pc.CountOptions(mode="only_valid"))]
     )
     return dict(
         zip(
@@ -320,12 +323,6 @@ def _distinct_count(table: pa.Table, column: str) -> dict[str, int]:
             strict=True,
         )
     )
-
-
-def _only_valid() -> Any:
-    import pyarrow.compute as pc
-
-    return pc.CountOptions(mode="only_valid")
 
 
 def read_stats(engine: Engine, source: str, by: str, county: str | None) -> list[dict[str, Any]]:
