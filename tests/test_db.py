@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from sqlalchemy import func, insert, inspect, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 
+from script_ec2.db import engine as engine_module
 from script_ec2.db import migrate
 from script_ec2.db.engine import connect
 from script_ec2.db.models import Base, County, ZipCode
@@ -226,9 +228,11 @@ def test_sqlite_ddl_rolls_back_with_its_transaction(
     assert "scratch" not in inspect(engine).get_table_names()
 
 
-def test_sqlite_concurrent_first_use(tmp_path: Path) -> None:
+@pytest.mark.parametrize("round_", range(5))
+def test_sqlite_concurrent_first_use(tmp_path: Path, round_: int) -> None:
+    # Repeated because the race (several connections switching a new file to WAL) is narrow.
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    barrier = threading.Barrier(4)
+    barrier = threading.Barrier(8)
     engines: list[Engine] = []
     failures: list[BaseException] = []
 
@@ -239,18 +243,55 @@ def test_sqlite_concurrent_first_use(tmp_path: Path) -> None:
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=run, daemon=True) for _ in range(4)]
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=60)
     try:
         assert failures == []
-        assert len(engines) == 4
+        assert len(engines) == 8
         assert _counts(engines[0]) == (2657, 58)
     finally:
         for engine in engines:
             engine.dispose()
+
+
+class _LockedCursor:
+    """A cursor whose first ``locked`` WAL switches fail the way SQLite fails them in a race."""
+
+    def __init__(self, locked: int, message: str = "database is locked") -> None:
+        self.locked = locked
+        self.message = message
+        self.calls = 0
+
+    def execute(self, sql: str) -> None:
+        assert sql == "PRAGMA journal_mode=WAL"
+        self.calls += 1
+        if self.calls <= self.locked:
+            raise sqlite3.OperationalError(self.message)
+
+
+def test_sqlite_wal_switch_retries_a_locked_file() -> None:
+    # SQLite may answer "database is locked" here without calling its busy handler.
+    cursor = _LockedCursor(locked=3)
+    engine_module._use_wal(cursor)
+    assert cursor.calls == 4
+
+
+def test_sqlite_wal_switch_gives_up_at_the_busy_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 50)
+    cursor = _LockedCursor(locked=10**9)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        engine_module._use_wal(cursor)
+    assert 2 <= cursor.calls < 1000
+
+
+def test_sqlite_wal_switch_does_not_retry_other_errors() -> None:
+    cursor = _LockedCursor(locked=1, message="disk I/O error")
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        engine_module._use_wal(cursor)
+    assert cursor.calls == 1
 
 
 def test_sqlite_in_memory(open_db: Callable[..., Engine]) -> None:

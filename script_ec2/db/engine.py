@@ -8,6 +8,7 @@ upgrade``. Driver exceptions become :mod:`script_ec2.errors` types with the pass
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,8 @@ PG_CONNECT_TIMEOUT_S = 5
 # Execution option read by the SQLite "begin" hook: take the write lock when the transaction
 # starts, so concurrent migrators queue instead of failing on a stale snapshot.
 SQLITE_BEGIN_IMMEDIATE = "script_ec2_sqlite_begin_immediate"
+# How long a SQLite connection waits for another writer, in ms (PRAGMA busy_timeout).
+SQLITE_BUSY_TIMEOUT_MS = 15000
 
 
 def connect(url: str, *, auto_upgrade_sqlite: bool = True, check_schema: bool = True) -> Engine:
@@ -148,8 +151,8 @@ def _configure_sqlite(engine: Engine) -> None:
         try:
             cursor.execute("PRAGMA foreign_keys=ON")
             # Wait for another writer (a cron job, a concurrent migration) instead of failing.
-            cursor.execute("PRAGMA busy_timeout=15000")
-            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            _use_wal(cursor)
             # In WAL mode NORMAL still survives a killed process (only a power cut can lose the
             # last commits), and makes each small ledger commit ~30x cheaper than FULL.
             cursor.execute("PRAGMA synchronous=NORMAL")
@@ -160,6 +163,25 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get(SQLITE_BEGIN_IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _use_wal(cursor: Any) -> None:
+    """Switch the file to WAL, retrying while another connection is switching it too.
+
+    SQLite can refuse the switch with "database is locked" without calling the busy handler
+    when several connections open a new file at once, so the busy timeout is applied here.
+    """
+    import sqlite3  # only SQLite engines get here
+
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _at_head_quickly(engine: Engine) -> bool:
