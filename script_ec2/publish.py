@@ -104,8 +104,8 @@ CARD_SECTIONS = (
     ("licence", ("licence",)),
 )
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_VERSION_KEY = re.compile(r"^[1-9][0-9]{0,8}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_VERSION_KEY = re.compile(r"^[1-9][0-9]{0,8}\Z")
 _SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *]([^/\s]+)$")
 
 Progress = Callable[[str, int, int], None]

@@ -182,7 +182,8 @@ class Settings:
 
 
 _URL_PASSWORD = re.compile(
-    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<at>@)"
+    r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<at>@)",
+    re.ASCII,  # only ASCII whitespace ends a URL: any other character may be in a password
 )
 
 

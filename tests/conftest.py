@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 pytest_plugins = [
     "tests.fixtures_s3",
@@ -22,6 +23,12 @@ pytest_plugins = [
 ]
 
 REQUIRE_SERVICES = os.environ.get("SCRIPT_EC2_REQUIRE_SERVICES") == "1"
+
+# Property tests explore new random examples on every local run; CI (HYPOTHESIS_PROFILE=ci, set
+# by .ci/run) runs a fixed set, so a landing never fails on an example nobody has seen. Failures
+# found locally are kept as @example cases.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 def service_missing(name: str, reason: str) -> None:

@@ -647,6 +647,27 @@ def test_a_malformed_index_at_the_target_is_an_error(cli, saved: Registry, store
     assert "index.json is not valid JSON" in result.stderr
 
 
+@pytest.mark.parametrize("field", ["version", "content_hash", "sha256"])
+def test_an_index_with_a_trailing_newline_in_a_checked_field_is_malformed(
+    cli, saved: Registry, store_uri: str, field: str
+) -> None:  # type: ignore[no-untyped-def]
+    # "$" would match before a final newline: every checked field must match whole.
+    store = store_for(store_uri)
+    assert cli("publish", NAME, "--to", store_uri).exit_code == 0
+    index = json.loads(store.get_bytes(INDEX_FILE))
+    versions = index["models"][NAME]["versions"]
+    if field == "version":
+        versions["1\n"] = versions.pop("1")
+    elif field == "content_hash":
+        versions["1"]["content_hash"] += "\n"
+    else:
+        versions["1"]["files"][ARTIFACT_FILES[0]]["sha256"] += "\n"
+    store.put_bytes(INDEX_FILE, json.dumps(index).encode())
+    result = cli("publish", NAME, "--to", store_uri)
+    assert result.exit_code == 1
+    assert f"the entry of model {NAME!r} is malformed" in result.stderr
+
+
 def test_unknown_model_and_bad_reference(cli, saved: Registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     missing = cli("publish", "sessions-nowhere", "--to", str(tmp_path / "p"))
     assert missing.exit_code == 1 and "sessions-nowhere" in missing.stderr
