@@ -599,7 +599,7 @@ def test_json_cache_hit_imports_neither_numpy_nor_the_orm(
         "from script_ec2.cli import main\n"
         f"rc = main({['--quiet', *fit]!r})\n"
         "lean = {'numpy', 'sqlalchemy', 'script_ec2.db.models', 'sklearn', 'scipy',\n"
-        "        'matplotlib', 'pandas', 'rich'}\n"
+        "        'matplotlib', 'pandas', 'rich', 'pydantic'}\n"
         "print(rc, sorted(lean & set(sys.modules)), file=sys.stderr)\n"
     )
     out = subprocess.run(
