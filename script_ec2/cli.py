@@ -201,7 +201,36 @@ def main(argv: list[str] | None = None) -> int:
     except ClickException as exc:
         exc.show()
         return exc.exit_code or EXIT_FAILED
+    except Exception as exc:
+        message = environment_failure(exc)
+        if message is None:
+            raise  # a bug: keep the traceback
+        sys.stdout.flush()
+        print(f"Error: {mask_url(message)}", file=sys.stderr)
+        return EXIT_FAILED
     return rv if isinstance(rv, int) else 0
+
+
+def environment_failure(exc: BaseException) -> str | None:
+    """One line for a failure of the machine around a command, or None for anything else.
+
+    Connecting is checked up front (``DatabaseUnavailable``); this catches a database that
+    fails later, and a local disk error no command turned into its own message. Only the
+    driver's first line is shown: SQLAlchemy's own text would add the statement and its
+    parameters.
+    """
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+        reason = str(exc.orig) if exc.orig is not None else type(exc).__name__
+        first = next((line.strip() for line in reason.splitlines() if line.strip()), reason)
+        return (
+            f"database failed: {first} (every committed step is kept; run the command again "
+            "once the database is back)"
+        )
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return None
 
 
 def entry() -> None:

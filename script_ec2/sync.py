@@ -360,6 +360,13 @@ def _fetch_one(
             )
     except DataError as exc:
         return _Fetched(sha256=digest, quarantine=str(exc), nbytes=size)
+    except OSError as exc:
+        # The cache's disk (full, read-only, gone), not the file: fail it alone, retry next pass.
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _Fetched(
+            failure=f"cannot ingest into the local cache: {exc.strerror or exc}{where}; "
+            "will retry next pass"
+        )
     faults.checkpoint("after_ingest")
     return _Fetched(sha256=digest, result=result, nbytes=size)
 

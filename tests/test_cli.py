@@ -133,3 +133,16 @@ def test_hoisting_leaves_other_arguments_in_order() -> None:
     assert hoist_global_flags(argv) == [
         "--quiet", "--log-format", "json", "sync", "--format", "json", "--", "--quiet"
     ]  # fmt: skip
+
+
+def test_environment_failures_become_one_line_and_bugs_keep_their_traceback() -> None:
+    import errno
+
+    from script_ec2.cli import environment_failure
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/cache/x.parquet")
+    assert environment_failure(full) == "No space left on device: /data/cache/x.parquet"
+    assert environment_failure(OSError(errno.EACCES, "Permission denied")) == "Permission denied"
+    assert environment_failure(OSError("no errno")) is None
+    assert environment_failure(ValueError("a bug")) is None
+    assert environment_failure(KeyError("a bug")) is None

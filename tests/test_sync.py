@@ -438,6 +438,70 @@ def test_object_vanishing_or_growing_after_the_listing_fails_alone(
     assert env.ledger()[intervals0].rows == demo.rows(intervals0)
 
 
+def test_a_full_disk_while_ingesting_fails_the_object_and_loses_nothing(
+    env: SyncEnv, demo: DemoData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import pyarrow.parquet as pq
+
+    sessions, intervals = demo.zip_files(0)
+    env.upload(demo, [sessions, intervals])
+    real_write = pq.ParquetWriter.write_table
+
+    def full(self: Any, table: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    result = env.sync("--format", "json")
+    assert result.exit_code == 3, result.stderr
+    assert "Traceback" not in result.stderr
+    summary = json.loads(result.stdout)
+    failed = {f["key"]: f["reason"] for f in summary["failed_files"]}
+    assert set(failed) == {sessions, intervals}
+    assert all("No space left on device" in reason for reason in failed.values())
+    assert env.ledger() == {}
+    assert not [p for p in env.cache_files() if p.endswith(".tmp")]
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", real_write)
+    summary = env.sync_json()
+    assert (summary["new"], summary["failed"]) == (2, 0)
+    assert env.cache_files() == expected_cache_files(env)
+
+
+def test_a_database_failing_mid_pass_is_one_line_and_keeps_what_was_committed(
+    env: SyncEnv, demo: DemoData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    import script_ec2.stats
+
+    env.upload(demo, demo.zip_files(0))
+    real_recompute = script_ec2.stats.recompute_dirty
+
+    def dead(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError(
+            "UPDATE county_stats SET x=? WHERE y=?",
+            ("hidden-param",),
+            sqlite3.OperationalError("disk I/O error"),
+        )
+
+    monkeypatch.setattr(script_ec2.stats, "recompute_dirty", dead)
+    result = env.sync()
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: database failed: disk I/O error")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "hidden-param" not in result.stderr and "UPDATE" not in result.stderr
+    assert len(env.ledger()) == 2  # the objects' own commits stand
+
+    monkeypatch.setattr(script_ec2.stats, "recompute_dirty", real_recompute)
+    summary = env.sync_json()
+    assert (summary["new"], summary["unchanged"]) == (0, 2)
+    assert env.county_stats()[county_of(demo, 0)]["sessions"] == demo.rows(demo.zip_files(0)[0])
+
+
 def test_object_key_that_cannot_be_a_path_fails_alone(
     env: SyncEnv, demo: DemoData, tmp_path: Path
 ) -> None:
