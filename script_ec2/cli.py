@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from script_ec2 import __version__
-from script_ec2.errors import EXIT_FAILED, EXIT_USAGE, ScriptEc2Error
+from script_ec2.errors import EXIT_FAILED, EXIT_USAGE, ScriptEc2Error, environment_failure
 
 app = typer.Typer(
     name="script-ec2",
@@ -209,28 +209,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {mask_url(message)}", file=sys.stderr)
         return EXIT_FAILED
     return rv if isinstance(rv, int) else 0
-
-
-def environment_failure(exc: BaseException) -> str | None:
-    """One line for a failure of the machine around a command, or None for anything else.
-
-    Connecting is checked up front (``DatabaseUnavailable``); this catches a database that
-    fails later, and a local disk error no command turned into its own message. Only the
-    driver's first line is shown: SQLAlchemy's own text would add the statement and its
-    parameters.
-    """
-    sa_exc = sys.modules.get("sqlalchemy.exc")
-    if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
-        reason = str(exc.orig) if exc.orig is not None else type(exc).__name__
-        first = next((line.strip() for line in reason.splitlines() if line.strip()), reason)
-        return (
-            f"database failed: {first} (every committed step is kept; run the command again "
-            "once the database is back)"
-        )
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror}{where}"
-    return None
 
 
 def entry() -> None:

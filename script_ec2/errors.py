@@ -6,6 +6,8 @@ one place, prints ``Error: <message>`` on stderr and exits with the error's code
 
 from __future__ import annotations
 
+import sys
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -76,3 +78,25 @@ class SchemaOutOfDate(DatabaseError):
 
 class DataError(ScriptEc2Error):
     """Input data that cannot be used (bad columns, unparseable values)."""
+
+
+def environment_failure(exc: BaseException) -> str | None:
+    """One line for a failure of the machine around a command, or None for anything else.
+
+    Connecting is checked up front (``DatabaseUnavailable``); this catches a database that
+    fails later, and a local disk error no command turned into its own message. Only the
+    driver's first line is shown: SQLAlchemy's own text would add the statement and its
+    parameters.
+    """
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+        reason = str(exc.orig) if exc.orig is not None else type(exc).__name__
+        first = next((line.strip() for line in reason.splitlines() if line.strip()), reason)
+        return (
+            f"database failed: {first} (every committed step is kept; run the command again "
+            "once the database is back)"
+        )
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return None

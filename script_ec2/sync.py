@@ -31,6 +31,7 @@ from script_ec2.errors import (
     ScriptEc2Error,
     StoreError,
     UsageError,
+    environment_failure,
 )
 from script_ec2.lock import run_lock
 from script_ec2.store.interface import ObjectInfo, ObjectStore
@@ -603,10 +604,19 @@ def watch(
     on_summary: Callable[[SyncSummary], None],
     on_error: Callable[[ScriptEc2Error], None],
 ) -> None:
-    """Run passes every ``interval`` until ``stop`` is set; a failed pass is reported, not fatal."""
+    """Run passes every ``interval`` until ``stop`` is set; a failed pass is reported, not fatal.
+
+    A database or disk that fails during a pass is a failed pass too (the next one retries);
+    any other exception is a bug and ends the loop.
+    """
     while not stop.is_set():
         try:
             on_summary(run_pass())
         except ScriptEc2Error as exc:
             on_error(exc)
+        except Exception as exc:
+            message = environment_failure(exc)
+            if message is None:
+                raise
+            on_error(ScriptEc2Error(message))
         stop.wait(interval.total_seconds())

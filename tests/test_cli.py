@@ -138,7 +138,7 @@ def test_hoisting_leaves_other_arguments_in_order() -> None:
 def test_environment_failures_become_one_line_and_bugs_keep_their_traceback() -> None:
     import errno
 
-    from script_ec2.cli import environment_failure
+    from script_ec2.errors import environment_failure
 
     full = OSError(errno.ENOSPC, "No space left on device", "/data/cache/x.parquet")
     assert environment_failure(full) == "No space left on device: /data/cache/x.parquet"

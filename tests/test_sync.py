@@ -756,6 +756,44 @@ def test_second_sync_exits_75_and_changes_nothing_while_the_lock_is_held(
 # -- watch -----------------------------------------------------------------------------------------
 
 
+def test_watch_survives_a_database_failure_and_stops_on_a_bug() -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from script_ec2.errors import ScriptEc2Error
+    from script_ec2.sync import SyncSummary, watch
+
+    stop = threading.Event()
+    outcomes: list[BaseException | None] = [
+        OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked")),
+        None,
+        ValueError("a bug"),
+    ]
+    summaries: list[SyncSummary] = []
+    errors: list[str] = []
+
+    def run_pass() -> SyncSummary:
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        return SyncSummary(source="s3://b/p")
+
+    def on_error(exc: ScriptEc2Error) -> None:
+        errors.append(str(exc))
+
+    with pytest.raises(ValueError, match="a bug"):
+        watch(
+            run_pass,
+            interval=timedelta(0),
+            stop=stop,
+            on_summary=summaries.append,
+            on_error=on_error,
+        )
+    assert len(summaries) == 1 and outcomes == []
+    assert len(errors) == 1 and errors[0].startswith("database failed: database is locked")
+
+
 def test_watch_runs_passes_until_sigterm(env: SyncEnv, demo: DemoData) -> None:
     env.upload(demo, demo.zip_files(0))
     proc = env.start("sync", "--watch", "--interval", "1s")
