@@ -89,7 +89,12 @@ def environment_failure(exc: BaseException) -> str | None:
     parameters.
     """
     sa_exc = sys.modules.get("sqlalchemy.exc")
-    if sa_exc is not None and isinstance(exc, sa_exc.DBAPIError):
+    # Operational and interface errors are the server, the connection or the disk; an integrity
+    # or programming error is a bug here and keeps its traceback.
+    if sa_exc is not None and (
+        isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+        or (isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
+    ):
         reason = str(exc.orig) if exc.orig is not None else type(exc).__name__
         first = next((line.strip() for line in reason.splitlines() if line.strip()), reason)
         return (

@@ -146,3 +146,21 @@ def test_environment_failures_become_one_line_and_bugs_keep_their_traceback() ->
     assert environment_failure(OSError("no errno")) is None
     assert environment_failure(ValueError("a bug")) is None
     assert environment_failure(KeyError("a bug")) is None
+
+
+def test_a_database_bug_keeps_its_traceback_and_an_outage_does_not() -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
+
+    from script_ec2.errors import environment_failure
+
+    def wrapped(kind: type, message: str) -> BaseException:
+        return kind("INSERT INTO t VALUES (?)", ("a-value",), sqlite3.Error(message))
+
+    outage = environment_failure(wrapped(OperationalError, "disk I/O error\nsecond line"))
+    assert outage is not None and outage.startswith("database failed: disk I/O error (")
+    assert "second line" not in outage and "a-value" not in outage and "INSERT" not in outage
+    assert environment_failure(wrapped(InterfaceError, "connection already closed")) is not None
+    assert environment_failure(wrapped(IntegrityError, "UNIQUE constraint failed")) is None
+    assert environment_failure(wrapped(ProgrammingError, "no such table: t")) is None
