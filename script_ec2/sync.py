@@ -363,10 +363,9 @@ def _fetch_one(
         return _Fetched(sha256=digest, quarantine=str(exc), nbytes=size)
     except OSError as exc:
         # The cache's disk (full, read-only, gone), not the file: fail it alone, retry next pass.
-        where = f" ({exc.filename})" if exc.filename else ""
+        reason = environment_failure(exc) or str(exc)
         return _Fetched(
-            failure=f"cannot ingest into the local cache: {exc.strerror or exc}{where}; "
-            "will retry next pass"
+            failure=f"cannot ingest into the local cache: {reason}; will retry next pass"
         )
     faults.checkpoint("after_ingest")
     return _Fetched(sha256=digest, result=result, nbytes=size)
